@@ -1,0 +1,3 @@
+"""collab: a collaborative document editing server."""
+
+__version__ = "0.1.0"
