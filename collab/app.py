@@ -1,0 +1,179 @@
+"""The ASGI application: ``create_app(settings)`` builds everything in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+from fastapi import FastAPI, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from collab import __version__
+from collab.actor import ActorConfig
+from collab.connection import serve_socket
+from collab.db import create_engine, create_session_factory
+from collab.metrics import Metrics
+from collab.registry import Registry
+from collab.routers import dev, documents, misc
+from collab.services import Services
+from collab.settings import Settings
+from collab.store import SqlStore
+from collab.tickets import MemoryTicketStore
+
+log = logging.getLogger(__name__)
+
+_CREDENTIALS_IN_QUERY = re.compile(r"((?:^|[?&])(?:ticket|token)=)[^&\s\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Hides ``ticket=`` and ``token=`` values in a path with a query string."""
+    return _CREDENTIALS_IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactCredentials(logging.Filter):
+    """Keeps credentials that travel in a WebSocket URL out of uvicorn's log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+            logger.addFilter(RedactCredentials())
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body larger than the limit, before the route reads it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = b'{"detail":"request body too large"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_services(settings: Settings) -> Services:
+    engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    sessions = create_session_factory(engine)
+    store = SqlStore(sessions)
+    metrics = Metrics()
+    config = ActorConfig(
+        inbox_size=settings.inbox_size,
+        snapshot_every=settings.snapshot_every,
+        idle_seconds=settings.doc_idle_seconds,
+        history_window=settings.history_window,
+        max_rebase=settings.max_rebase_ops,
+    )
+    registry = Registry(store, config, metrics)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        registry=registry,
+        tickets=MemoryTicketStore(),
+        metrics=metrics,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.jwt_secret:
+        raise ValueError("COLLAB_JWT_SECRET is required (or run with --dev)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_log_redaction()
+        services = build_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await drain(app)
+            await services.engine.dispose()
+
+    app = FastAPI(
+        title="collab",
+        version=__version__,
+        description="Collaborative document editing: REST for documents and history; "
+        "real-time editing over the WebSocket /ws/documents/{doc_id} (see docs/protocol.md).",
+        lifespan=lifespan,
+    )
+    app.include_router(documents.router)
+    app.include_router(misc.router)
+    if settings.dev:
+        app.include_router(dev.router)
+    app.mount("/static", StaticFiles(directory=str(files("collab").joinpath("static"))),
+              name="static")
+
+    @app.websocket("/ws/documents/{doc_id}")
+    async def document_socket(websocket: WebSocket, doc_id: str) -> None:
+        await serve_socket(websocket, doc_id, websocket.app.state.services)
+
+    origins = settings.origin_allowlist()
+    if origins is None or origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if origins is None else sorted(origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
+    return app
+
+
+async def drain(app: FastAPI) -> None:
+    """Graceful stop: refuse new sockets, commit queued ops, snapshot, close sockets with 1001."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is None or services.draining:
+        return
+    services.draining = True
+    await services.registry.shutdown()

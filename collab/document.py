@@ -1,0 +1,225 @@
+"""The state of one document and the sequencing of submitted ops, with no I/O.
+
+The actor wraps this: it gathers submissions, asks :meth:`DocumentState.stage` to turn them into
+committed-to-be operations, writes the batch, and only then calls :meth:`DocumentState.accept`.
+Nothing changes before the write succeeds, so a failed or lost commit simply restages.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from datetime import datetime
+
+from collab import ot
+from collab.store import StoredOp
+
+
+class SubmitError(Exception):
+    """A submission refused with one of SPEC §4's error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Submission:
+    op: ot.Op
+    base_rev: int
+    src: str
+    seq: int
+    user_id: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one submission: its revision (new or, for a resend, the original)."""
+
+    submission: Submission
+    rev: int = 0
+    committed: StoredOp | None = None
+    error: SubmitError | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.error is None and self.committed is None
+
+
+@dataclass(slots=True)
+class Batch:
+    base_rev: int
+    text: str
+    ops: list[StoredOp] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def rev(self) -> int:
+        return self.base_rev + len(self.ops)
+
+
+def length_delta(op: ot.Op) -> int:
+    """How many code points ``op`` adds to the document (negative when it removes)."""
+    delta = 0
+    for component in op:
+        if isinstance(component, str):
+            delta += len(component)
+        elif isinstance(component, dict):
+            deleted = component["d"]
+            delta -= deleted if isinstance(deleted, int) else len(deleted)
+    return delta
+
+
+class DocumentState:
+    """Text, revision and a window of recent ops of one document."""
+
+    def __init__(
+        self,
+        doc_id: str,
+        text: str,
+        rev: int,
+        recent: Iterable[StoredOp] = (),
+        *,
+        window: int = 1000,
+        max_rebase: int = 100_000,
+    ) -> None:
+        self.doc_id = doc_id
+        self.text = text
+        self.rev = rev
+        self.max_rebase = max_rebase
+        self._window: deque[StoredOp] = deque(maxlen=window)
+        self._rev_by_src_seq: dict[tuple[str, int], int] = {}
+        self._max_seq: dict[str, int] = {}
+        for stored in recent:
+            self._remember(stored)
+
+    @property
+    def first_held_rev(self) -> int:
+        """Ops after this revision are held in memory."""
+        return self.rev - len(self._window)
+
+    def recent_ops(self, after: int) -> list[StoredOp] | None:
+        """The held ops after revision ``after``; None if some of them are no longer held."""
+        if after < self.first_held_rev or after > self.rev:
+            return None
+        newer = list(islice(reversed(self._window), self.rev - after))
+        newer.reverse()
+        return newer
+
+    def known_rev(self, src: str, seq: int) -> int | None:
+        return self._rev_by_src_seq.get((src, seq))
+
+    def needs_lookup(self, src: str, seq: int) -> bool:
+        """Whether a resend of (src, seq) could exist in storage without being held here."""
+        if (src, seq) in self._rev_by_src_seq:
+            return False
+        highest = self._max_seq.get(src)
+        return highest is None or seq <= highest
+
+    def note_stored_rev(self, src: str, seq: int, rev: int) -> None:
+        """Records a (src, seq) found in storage, so the lookup is not repeated."""
+        self._rev_by_src_seq[(src, seq)] = rev
+        self._max_seq[src] = max(seq, self._max_seq.get(src, 0))
+
+    def stage(
+        self,
+        submissions: Sequence[Submission],
+        now: datetime,
+        older: Sequence[StoredOp] = (),
+    ) -> Batch:
+        """Transforms and applies ``submissions`` in order, without changing this state.
+
+        ``older`` are stored ops just before the held window, for submissions based on a
+        revision the window no longer holds.
+        """
+        batch = Batch(base_rev=self.rev, text=self.text)
+        staged_by_src_seq: dict[tuple[str, int], int] = {}
+        for submission in submissions:
+            outcome = Outcome(submission)
+            batch.outcomes.append(outcome)
+            key = (submission.src, submission.seq)
+            original = self._rev_by_src_seq.get(key) or staged_by_src_seq.get(key)
+            if original is not None:
+                outcome.rev = original
+                continue
+            try:
+                op = self._rebase(submission, batch, older)
+                text = ot.apply(batch.text, op)
+            except SubmitError as error:
+                outcome.error = error
+                continue
+            except ot.InvalidOp as error:
+                outcome.error = SubmitError("invalid_op", str(error))
+                continue
+            stored = StoredOp(batch.rev + 1, op, submission.src, submission.seq,
+                              submission.user_id, now)
+            batch.text = text
+            batch.ops.append(stored)
+            staged_by_src_seq[key] = stored.rev
+            outcome.rev = stored.rev
+            outcome.committed = stored
+        return batch
+
+    def accept(self, batch: Batch) -> None:
+        """Makes a staged batch the current state, once it is durably stored."""
+        if batch.base_rev != self.rev:
+            raise RuntimeError("batch was staged on another revision")
+        self.text = batch.text
+        for stored in batch.ops:
+            self._remember(stored)
+        self.rev = batch.rev
+
+    def apply_committed(self, ops: Iterable[StoredOp]) -> None:
+        """Catches up with ops another writer committed (in revision order, no gaps)."""
+        for stored in ops:
+            if stored.rev <= self.rev:
+                continue
+            if stored.rev != self.rev + 1:
+                raise RuntimeError(f"gap: at {self.rev}, got {stored.rev}")
+            self.text = ot.apply(self.text, stored.op)
+            self._remember(stored)
+            self.rev = stored.rev
+
+    def transform_cursor(self, position: int, at_rev: int) -> int | None:
+        """A position made at ``at_rev``, moved to the current revision; None if not held."""
+        missed = self.recent_ops(at_rev)
+        if missed is None:
+            return None
+        for stored in missed:
+            position = ot.transform_position(position, stored.op)
+        return min(max(position, 0), len(self.text))
+
+    def _rebase(self, submission: Submission, batch: Batch, older: Sequence[StoredOp]) -> ot.Op:
+        base = submission.base_rev
+        if base > batch.rev:
+            raise SubmitError("bad_revision", f"revision {base} is newer than the document ({batch.rev})")
+        if base < 0 or batch.rev - base > self.max_rebase:
+            raise SubmitError("bad_revision", f"revision {base} is older than the history held")
+        missed = self._missed(base, batch, older)
+        base_length = len(batch.text) - sum(length_delta(s.op) for s in missed)
+        op = ot.normalize(submission.op)
+        ot.check(op, base_length)
+        for stored in missed:
+            op = ot.transform(op, stored.op, "left")
+        return op
+
+    def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[StoredOp]:
+        held = self.recent_ops(base) if base >= self.first_held_rev else None
+        if held is None:
+            before = [s for s in older if base < s.rev <= self.first_held_rev]
+            if len(before) != self.first_held_rev - base:
+                raise SubmitError("bad_revision", f"revision {base} is older than the history held")
+            held = before + list(self._window)
+        return held + [s for s in batch.ops if s.rev > base]
+
+    def _remember(self, stored: StoredOp) -> None:
+        if len(self._window) == self._window.maxlen:
+            evicted = self._window[0]
+            self._rev_by_src_seq.pop((evicted.src, evicted.seq), None)
+        self._window.append(stored)
+        self._rev_by_src_seq[(stored.src, stored.seq)] = stored.rev
+        if stored.seq > self._max_seq.get(stored.src, 0):
+            self._max_seq[stored.src] = stored.seq

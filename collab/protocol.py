@@ -1,0 +1,116 @@
+"""WebSocket frames (SPEC §4): decoding what clients send, encoding what the server sends.
+
+Pure: no I/O. Incoming frames are validated by pydantic models forming one discriminated union;
+outgoing frames are built as plain dicts and encoded once with orjson, since a broadcast frame is
+shared by every peer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+
+from collab import ot
+
+# Revisions and seqs are stored in 32-bit integer columns.
+MAX_INT = 2**31 - 1
+
+ErrorCode = Literal[
+    "bad_json", "bad_message", "invalid_op", "bad_revision", "read_only", "rate_limited"
+]
+
+
+class ProtocolError(Exception):
+    """A frame refused with an ``error`` frame; the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.seq = seq
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Cursor(_Frame):
+    anchor: Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+    head: Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+
+
+class OpFrame(_Frame):
+    type: Literal["op"]
+    rev: Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+    op: list[Any]
+    src: Annotated[str, Field(min_length=1, max_length=64)]
+    seq: Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
+
+
+class PresenceFrame(_Frame):
+    type: Literal["presence"]
+    cursor: Cursor | None
+    rev: Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+
+
+ClientFrame = Annotated[OpFrame | PresenceFrame, Field(discriminator="type")]
+_client_frame: TypeAdapter[OpFrame | PresenceFrame] = TypeAdapter(ClientFrame)
+_KNOWN_TYPES = ("op", "presence")
+
+
+def decode_client_frame(data: str | bytes) -> OpFrame | PresenceFrame:
+    """Parses one client frame, raising ProtocolError with the code SPEC §4 gives."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ProtocolError("bad_json", f"not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_message", "a frame is a JSON object with a 'type'")
+    kind = raw.get("type")
+    if kind not in _KNOWN_TYPES:
+        raise ProtocolError("bad_message", f"unknown frame type {kind!r}")
+    try:
+        return _client_frame.validate_python(raw)
+    except ValidationError as error:
+        seq = raw.get("seq") if kind == "op" and _is_int(raw.get("seq")) else None
+        raise ProtocolError("bad_message", _describe(error), seq) from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"] if part not in _KNOWN_TYPES)
+        problems.append(f"{where or 'frame'}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    return orjson.dumps(frame)
+
+
+def op_frame(rev: int, op: ot.Op, src: str, seq: int, user: str) -> dict[str, Any]:
+    return {"type": "op", "rev": rev, "op": op, "src": src, "seq": seq, "user": user}
+
+
+def ack_frame(seq: int, rev: int) -> bytes:
+    return b'{"type":"ack","seq":%d,"rev":%d}' % (seq, rev)
+
+
+def error_frame(code: str, message: str, seq: int | None = None) -> bytes:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if seq is not None:
+        frame["seq"] = seq
+    return encode(frame)
+
+
+def batch_frame(items: list[bytes]) -> bytes:
+    """An ``ops`` frame from already-encoded ``op``/``ack`` frames, without re-encoding them."""
+    if len(items) == 1:
+        return items[0]
+    return b'{"type":"ops","items":[' + b",".join(items) + b"]}"

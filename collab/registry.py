@@ -1,0 +1,68 @@
+"""One actor per loaded document, owned by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from collab.actor import ActorConfig, DocumentActor
+from collab.metrics import Metrics
+from collab.store import Store
+
+
+class Registry:
+    def __init__(self, store: Store, config: ActorConfig, metrics: Metrics) -> None:
+        self._store = store
+        self._config = config
+        self._metrics = metrics
+        self._actors: dict[str, DocumentActor] = {}
+        self._closing = False
+        metrics.documents_loaded = lambda: len(self._actors)
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def loaded(self, doc_id: str) -> DocumentActor | None:
+        actor = self._actors.get(doc_id)
+        return actor if actor is not None and actor.alive else None
+
+    @asynccontextmanager
+    async def lease(self, doc_id: str) -> AsyncIterator[DocumentActor]:
+        """The document's actor, kept loaded while the block runs.
+
+        Raises DocumentNotFound when the document does not exist.
+        """
+        actor = await self._acquire(doc_id)
+        try:
+            yield actor
+        finally:
+            actor.release()
+
+    async def _acquire(self, doc_id: str) -> DocumentActor:
+        if self._closing:
+            raise RuntimeError("the server is shutting down")
+        while True:
+            actor = self._actors.get(doc_id)
+            if actor is None or not actor.alive:
+                actor = DocumentActor(doc_id, self._store, self._config, self._metrics, self._exited)
+                self._actors[doc_id] = actor
+            # The lease is taken before awaiting, so the actor cannot idle out in between.
+            actor.lease()
+            try:
+                await asyncio.shield(actor.loaded)
+            except BaseException:
+                actor.release()
+                raise
+            if actor.alive:
+                return actor
+            actor.release()
+
+    def _exited(self, actor: DocumentActor) -> None:
+        if self._actors.get(actor.doc_id) is actor:
+            del self._actors[actor.doc_id]
+
+    async def shutdown(self) -> None:
+        """Finishes queued ops, snapshots every document and closes its clients with 1001."""
+        self._closing = True
+        await asyncio.gather(*(actor.stop() for actor in list(self._actors.values())))

@@ -1,0 +1,942 @@
+/**
+ * collab-client.js: the browser client of collab (SPEC sections 2 to 5). A dependency-free ES
+ * module, served at /static/collab-client.js next to the OT type it imports (./ot-text.js).
+ *
+ *   import { connect, bindTextarea } from "/static/collab-client.js";
+ *
+ *   const client = connect({
+ *     url: location.origin,          // the server; ws(s):// is derived from it. Default: location.origin
+ *     doc: "welcome",                // document id
+ *     token: "eyJ…" | async () => "eyJ…",  // a JWT, or a function called before every (re)connect
+ *   });
+ *   client.on("status", ({ status }) => …);   // "connecting" | "online" | "offline" | "closed"
+ *   client.on("change", ({ op, opUtf16, changes }) => …);
+ *   const unbind = bindTextarea(client, document.querySelector("textarea"));
+ *
+ * Options of connect():
+ *   url, doc, token                 as above (token required)
+ *   src                             stable id of this editor instance (default: random)
+ *   presenceInterval = 80           ms between two presence frames at most (throttle)
+ *   minDelay = 250, maxDelay = 10000  reconnect backoff bounds (exponential, full jitter)
+ *   WebSocket, fetch                implementations to use (default: the globals)
+ *
+ * The client object (an EventTarget; `on(name, fn)` returns an unsubscribe function):
+ *   text, rev                       the local text (server text plus pending local ops), and the
+ *                                   last server revision it includes
+ *   length                          text length in code points
+ *   status, state                   connection status; OT state "synchronised" | "awaiting" |
+ *                                   "awaiting-with-buffer"
+ *   clientId, user, access          from the `init` frame (access "read" or "write")
+ *   peers                           [{client, user, name, cursor}], cursors in local code points
+ *   ready                           a Promise resolved by the first `init`
+ *   submit(op)                      applies an op (code points, on `text`) locally and sends it
+ *   insert(pos, text), delete(pos, n)  helpers building and submitting ops (code points)
+ *   setCursor({anchor, head} | null, {utf16})  your cursor, in code points (or UTF-16 units
+ *                                   of `text` with {utf16: true}); sent throttled as presence
+ *   toUtf16(cp), fromUtf16(u16)     position conversion on the current text
+ *   whenSynchronised()              Promise resolved once no local op is pending
+ *   close()                         disconnects for good
+ *
+ * Events (CustomEvent, payload in `event.detail`; `on()` handlers get the detail directly):
+ *   ready     {doc, rev, text}                                 first init processed
+ *   change    {op, opUtf16, changes, rev, src, user, reset}    remote op applied to `text`:
+ *             op in code points, opUtf16 and changes [{from, to, insert}] in UTF-16 offsets of the
+ *             text before the change. reset: true when the text was replaced wholesale (first
+ *             load, or a resync), in which case op is the diff from the old text.
+ *   presence  {client, user, name, cursor}                     a peer's cursor (local code points)
+ *   join      {client, user, name}        leave {client, user, name}
+ *   ack       {seq, rev}                  one of your ops became revision rev
+ *   status    {status, code?, reason?, retryIn?}
+ *   deleted   {}                          the document was deleted (close code 4404)
+ *   error     {code, message, seq?, fatal?}
+ *
+ * Protocol notes
+ *   - Authentication: before every (re)connect, POST /tickets {doc} with the bearer token, then
+ *     open /ws/documents/{doc}?ticket=… (tickets are single use), plus &since=rev on reconnect.
+ *   - OT client as in ShareDB: one op in flight, later local edits composed into a buffer. A remote
+ *     op s with pending p: p' = transform(p, s, "left"), s' = transform(s, p, "right").
+ *   - Every op carries rev, src and seq (1, 2, 3 … per src; a buffer gets its seq when it is sent,
+ *     and keeps it across reconnects so the server can deduplicate a resend).
+ *   - Deletes are sent in the invertible form {d: "text"}, so the server checks them and the
+ *     history shows what was removed.
+ *   - Reconnect (close 1001, 1013, network drops): backoff with jitter, then ?since=rev. If the
+ *     init lists `ops`, they are applied like remote ops and our in-flight op, recognised by
+ *     (src, seq), counts as acked; otherwise the in-flight op is resent with its (src, seq).
+ *     If init has no `ops` although rev moved on, the client does not guess: it fetches the
+ *     missing ops from GET /documents/{doc}/history and rebases over them (frames arriving
+ *     meanwhile wait). If even that fails, it drops the socket and retries later; pending edits
+ *     are never thrown away and never applied twice.
+ *   - Close 1008 (token expired or revoked) and 4404 (document deleted) stop the client; 1009
+ *     (frame too large) too, since resending the same op would fail the same way.
+ *   - Presence is sent only when no local op is pending (as ShareDB does), because the server
+ *     reads the cursor at the given rev; it goes out as soon as the pending ops are acked.
+ */
+
+import * as ot from "./ot-text.js";
+
+export { ot };
+
+const STOP_CODES = new Map([
+  [1008, "auth"],
+  [1009, "too-large"],
+  [4404, "deleted"],
+]);
+
+const randomId = () => {
+  const bytes = new Uint8Array(9);
+  (globalThis.crypto ?? { getRandomValues: (b) => b.map(() => Math.floor(Math.random() * 256)) })
+    .getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(36).padStart(2, "0")).join("").slice(0, 12);
+};
+
+class HttpError extends Error {
+  constructor(status, detail) {
+    super(`HTTP ${status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+/** Opens a client for one document. See the module comment for options, API and events. */
+export function connect(options) {
+  return new CollabClient(options);
+}
+
+export class CollabClient extends EventTarget {
+  constructor({
+    url = globalThis.location?.origin,
+    doc,
+    token,
+    src = randomId(),
+    presenceInterval = 80,
+    minDelay = 250,
+    maxDelay = 10000,
+    WebSocket: WS = globalThis.WebSocket,
+    fetch: fetchImpl = globalThis.fetch?.bind(globalThis),
+  } = {}) {
+    super();
+    if (!url) throw new Error("connect: url is required outside a browser page");
+    if (!doc) throw new Error("connect: doc is required");
+    if (token == null) throw new Error("connect: token is required (a string or a function)");
+    this.url = url.replace(/\/+$/, "");
+    this.doc = doc;
+    this.src = src;
+    this._token = token;
+    this._WS = WS;
+    this._fetch = fetchImpl;
+    this._presenceInterval = presenceInterval;
+    this._minDelay = minDelay;
+    this._maxDelay = maxDelay;
+
+    this.text = "";
+    this.rev = 0;
+    this.clientId = null;
+    this.user = null;
+    this.access = null;
+    this.status = "connecting";
+
+    this._seq = 0;
+    this._inflight = null; // {op, seq, rev}
+    this._buffer = null; // op
+    this._dupCheckRev = null; // see _resyncByDiff
+    this._initialised = false; // an init has been processed at least once
+    this._ws = null;
+    this._online = false; // init processed on the current socket
+    this._closed = false;
+    this._attempt = 0;
+    this._timer = null;
+    this._paused = null; // frames waiting while a rebase fetches history
+    this._history = new Map(); // rev -> op, the recent server ops (for presence at older revs)
+    this._peers = new Map(); // client -> {client, user, name, cursor (server coords at _peerRev), rev}
+    this._pendingPresence = []; // presence frames for revisions not received yet
+    this._cursor = null; // our own cursor, local code points
+    this._cursorDirty = false;
+    this._lastPresenceAt = 0;
+    this._presenceTimer = null;
+    this._names = new Map(); // user id -> display name, from frames seen
+
+    this.ready = new Promise((resolve) => (this._resolveReady = resolve));
+    this._onOnline = () => {
+      if (!this._ws && !this._closed) {
+        this._attempt = 0;
+        this._scheduleReconnect(0);
+      }
+    };
+    globalThis.addEventListener?.("online", this._onOnline);
+    this._open();
+  }
+
+  // ----- public API -------------------------------------------------------------------------
+
+  get length() {
+    return ot.cpLength(this.text);
+  }
+
+  get state() {
+    if (!this._inflight) return "synchronised";
+    return this._buffer ? "awaiting-with-buffer" : "awaiting";
+  }
+
+  get pending() {
+    return this._inflight !== null || this._buffer !== null;
+  }
+
+  get peers() {
+    return [...this._peers.values()].map((p) => this._peerView(p));
+  }
+
+  /** A display name for a user id, from the frames seen so far. */
+  nameOf(userId) {
+    return this._names.get(userId) ?? userId;
+  }
+
+  on(name, fn) {
+    const listener = (event) => fn(event.detail, event);
+    this.addEventListener(name, listener);
+    return () => this.removeEventListener(name, listener);
+  }
+
+  toUtf16(cp) {
+    return ot.cpToUtf16(this.text, Math.max(0, Math.min(cp, this.length)));
+  }
+
+  fromUtf16(u16) {
+    const n = Math.max(0, Math.min(u16, this.text.length));
+    // A position inside a surrogate pair counts as before it.
+    const code = this.text.charCodeAt(n);
+    return ot.utf16ToCp(this.text, code >= 0xdc00 && code <= 0xdfff ? n - 1 : n);
+  }
+
+  /** Applies `op` (code points, made on `this.text`) locally and sends it. */
+  submit(op) {
+    if (this._closed) throw new Error("the client is closed");
+    if (!this._initialised) throw new Error("the client is not ready yet (await client.ready)");
+    if (this.access === "read") throw new Error("read-only access to this document");
+    op = ot.makeInvertible(ot.normalize(op), this.text);
+    if (ot.isNoop(op)) return;
+    const before = this.text;
+    this.text = ot.apply(before, op); // throws InvalidOp before any state changes
+    if (this._cursor) this._cursor = ot.transformSelection(this._cursor, op);
+    if (this._inflight === null) {
+      this._inflight = { op, seq: ++this._seq, rev: this.rev };
+      this._sendInflight();
+    } else {
+      this._buffer = this._buffer ? ot.compose(this._buffer, op) : op;
+    }
+  }
+
+  insert(pos, text) {
+    this.submit(ot.insertOp(pos, text));
+  }
+
+  delete(pos, n) {
+    this.submit(ot.deleteOp(pos, n));
+  }
+
+  /** Sets our cursor: {anchor, head} in code points, or UTF-16 units with {utf16: true}; or null. */
+  setCursor(cursor, { utf16 = false } = {}) {
+    if (cursor && utf16) {
+      cursor = { anchor: this.fromUtf16(cursor.anchor), head: this.fromUtf16(cursor.head) };
+    }
+    const same =
+      (cursor === null && this._cursor === null) ||
+      (cursor && this._cursor && cursor.anchor === this._cursor.anchor && cursor.head === this._cursor.head);
+    this._cursor = cursor ? { anchor: cursor.anchor, head: cursor.head } : null;
+    if (!same) {
+      this._cursorDirty = true;
+      this._schedulePresence();
+    }
+  }
+
+  whenSynchronised() {
+    if (!this.pending) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.on("ack", () => {
+        if (!this.pending) {
+          off();
+          resolve();
+        }
+      });
+    });
+  }
+
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._timer);
+    clearTimeout(this._presenceTimer);
+    globalThis.removeEventListener?.("online", this._onOnline);
+    const ws = this._ws;
+    this._ws = null;
+    this._online = false;
+    if (ws) {
+      try {
+        ws.close(1000, "client closed");
+      } catch {
+        /* already closing */
+      }
+    }
+    this._setStatus("closed", { reason: "client" });
+  }
+
+  // ----- connection -------------------------------------------------------------------------
+
+  _emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+
+  _setStatus(status, extra = {}) {
+    this.status = status;
+    this._emit("status", { status, ...extra });
+  }
+
+  async _bearer() {
+    const token = typeof this._token === "function" ? await this._token() : this._token;
+    if (!token) throw new HttpError(401, "no token");
+    return token;
+  }
+
+  async _http(method, path, body) {
+    const headers = { Authorization: `Bearer ${await this._bearer()}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const res = await this._fetch(this.url + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = res.status === 204 ? null : await res.json().catch(() => null);
+    if (!res.ok) throw new HttpError(res.status, data?.detail ?? res.statusText);
+    return data;
+  }
+
+  async _open() {
+    if (this._closed) return;
+    this._setStatus("connecting", { attempt: this._attempt });
+    let ticket;
+    try {
+      ({ ticket } = await this._http("POST", "/tickets", { doc: this.doc }));
+    } catch (err) {
+      if (this._closed) return;
+      if (err instanceof HttpError && [401, 403, 404].includes(err.status)) {
+        const code = { 401: "unauthorized", 403: "forbidden", 404: "not_found" }[err.status];
+        this._stop(code, err.message);
+      } else {
+        this._emit("error", { code: "ticket", message: String(err?.message ?? err) });
+        this._scheduleReconnect();
+      }
+      return;
+    }
+    if (this._closed) return;
+    const wsBase = this.url.replace(/^http/, "ws");
+    let query = `ticket=${encodeURIComponent(ticket)}`;
+    if (this._initialised) query += `&since=${this.rev}`;
+    const ws = new this._WS(`${wsBase}/ws/documents/${encodeURIComponent(this.doc)}?${query}`);
+    this._ws = ws;
+    ws.onmessage = (event) => {
+      if (ws !== this._ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        this._emit("error", { code: "bad_frame", message: "server sent invalid JSON" });
+        return;
+      }
+      this._receive(frame);
+    };
+    ws.onclose = (event) => {
+      if (ws !== this._ws) return;
+      this._ws = null;
+      this._onClose(event.code, event.reason);
+    };
+    ws.onerror = () => {
+      /* a close event follows */
+    };
+  }
+
+  _onClose(code, reason) {
+    const wasOnline = this._online;
+    this._online = false;
+    this._paused = null;
+    this._dropPeers();
+    if (this._closed) return;
+    const stop = STOP_CODES.get(code);
+    if (stop === "deleted") {
+      this._emit("deleted", {});
+      this._stop("deleted", reason || "document deleted", code);
+    } else if (stop) {
+      this._stop(stop, reason || `closed with ${code}`, code);
+    } else {
+      if (wasOnline) this._attempt = 0;
+      this._scheduleReconnect(undefined, code, reason);
+    }
+  }
+
+  _stop(code, message, closeCode) {
+    this._closed = true;
+    clearTimeout(this._timer);
+    clearTimeout(this._presenceTimer);
+    globalThis.removeEventListener?.("online", this._onOnline);
+    this._emit("error", { code, message, fatal: true });
+    this._setStatus("closed", { code: closeCode, reason: code });
+  }
+
+  _scheduleReconnect(delay, code, reason) {
+    if (this._closed) return;
+    if (delay === undefined) {
+      const cap = Math.min(this._maxDelay, this._minDelay * 2 ** this._attempt);
+      delay = cap / 2 + Math.random() * (cap / 2); // "equal jitter": never 0, never over cap
+    }
+    this._attempt++;
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._open(), delay);
+    this._setStatus("offline", { code, reason, retryIn: Math.round(delay) });
+  }
+
+  _reconnectNow(reason) {
+    const ws = this._ws;
+    if (!ws) return;
+    this._ws = null;
+    try {
+      ws.close(4000, reason);
+    } catch {
+      /* ignore */
+    }
+    this._onClose(4000, reason);
+  }
+
+  _send(frame) {
+    if (!this._ws || !this._online) return false;
+    this._ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  _sendInflight() {
+    const p = this._inflight;
+    if (p) this._send({ type: "op", rev: p.rev, op: p.op, src: this.src, seq: p.seq });
+  }
+
+  // ----- frames -----------------------------------------------------------------------------
+
+  _receive(frame) {
+    if (this._paused) {
+      this._paused.push(frame);
+      return;
+    }
+    switch (frame.type) {
+      case "init":
+        return this._onInit(frame);
+      case "ack":
+        return this._onAck(frame);
+      case "op":
+        return this._onRemoteOp(frame);
+      case "ops":
+        for (const item of frame.items ?? []) {
+          if (this._paused) this._paused.push(item);
+          else this._receive(item);
+        }
+        return;
+      case "presence":
+        return this._onPresence(frame);
+      case "join":
+        return this._onJoin(frame);
+      case "leave":
+        return this._onLeave(frame);
+      case "error":
+        return this._onError(frame);
+      default:
+        return; // unknown frames are ignored (forward compatibility)
+    }
+  }
+
+  _onInit(frame) {
+    if (frame.user) this._names.set(frame.user.id, frame.user.name ?? frame.user.id);
+    this.clientId = frame.client;
+    this.user = frame.user ?? null;
+    this.access = frame.access ?? "write";
+    if (!this._initialised) {
+      this._initialised = true;
+      this._resetText(frame.content, frame.rev);
+      this._goOnline(frame);
+      this._emit("ready", { doc: this.doc, rev: this.rev, text: this.text });
+      this._resolveReady({ doc: this.doc, rev: this.rev, text: this.text });
+      return;
+    }
+    if (Array.isArray(frame.ops)) {
+      this._rebase(frame.ops);
+      this._finishReconnect(frame);
+    } else if (frame.rev === this.rev) {
+      this._finishReconnect(frame); // nothing happened meanwhile, and our op did not commit
+    } else if (frame.rev < this.rev) {
+      // The server lost ops we had seen acked or applied (restored from a backup?): start over.
+      this._emit("error", { code: "rev_regressed", message: `server at ${frame.rev}, client at ${this.rev}` });
+      this._resyncByDiff(frame);
+    } else {
+      // No list of the ops since our rev: fetch them before touching anything.
+      this._paused = [];
+      this._fetchOps(this.rev, frame.rev).then(
+        (ops) => {
+          const queued = this._paused;
+          this._paused = null;
+          if (queued === null) return; // the socket closed meanwhile
+          this._rebase(ops);
+          this._finishReconnect(frame);
+          for (const f of queued) this._receive(f);
+        },
+        (err) => {
+          if (this._paused === null) return;
+          this._paused = null;
+          if (err instanceof HttpError && err.status >= 400 && err.status < 500) {
+            this._emit("error", { code: "history_unavailable", message: err.message });
+            this._resyncByDiff(frame);
+          } else {
+            this._reconnectNow("history fetch failed");
+          }
+        },
+      );
+    }
+  }
+
+  _finishReconnect(frame) {
+    if (frame.rev !== this.rev) {
+      // The ops did not bring us to the server's revision: the protocol was not kept.
+      this._emit("error", {
+        code: "rebase_mismatch",
+        message: `init rev ${frame.rev}, client at ${this.rev} after rebasing`,
+      });
+      this._resyncByDiff(frame);
+      return;
+    }
+    const expected = this._serverText();
+    if (expected !== null && expected !== frame.content) {
+      this._emit("error", { code: "diverged", message: "client and server text differ; resyncing" });
+      this._resyncByDiff(frame);
+      return;
+    }
+    this._goOnline(frame);
+  }
+
+  /** The text at `this.rev` on the server: local text with the pending ops undone. */
+  _serverText() {
+    try {
+      let t = this.text;
+      if (this._buffer) t = ot.apply(t, ot.invert(this._buffer));
+      if (this._inflight) t = ot.apply(t, ot.invert(this._inflight.op));
+      return t;
+    } catch {
+      return null;
+    }
+  }
+
+  async _fetchOps(since, until) {
+    const ops = [];
+    let cursor = since;
+    while (cursor < until) {
+      const page = await this._http(
+        "GET",
+        `/documents/${encodeURIComponent(this.doc)}/history?since=${cursor}&limit=${Math.min(1000, until - cursor)}`,
+      );
+      const items = (page?.ops ?? []).filter((o) => o.rev > cursor && o.rev <= until);
+      if (items.length === 0) throw new Error("history ended early");
+      ops.push(...items);
+      cursor = items[items.length - 1].rev;
+    }
+    return ops;
+  }
+
+  /** Applies ops listed by init (or fetched) after a reconnect: ours count as acks. */
+  _rebase(ops) {
+    for (const item of ops) {
+      if (item.rev <= this.rev) continue; // already known
+      if (item.src === this.src) {
+        if (this._inflight && item.seq === this._inflight.seq) {
+          this._onAck({ seq: item.seq, rev: item.rev }, { quiet: true });
+        } else {
+          // An op of ours that we never saw acked, but which is not the in-flight one: only
+          // possible if acks were lost for an earlier seq. It is in the text already.
+          this._advance(item.rev, ot.normalize(item.op));
+        }
+        continue;
+      }
+      this._onRemoteOp({ type: "op", ...item });
+    }
+  }
+
+  /**
+   * Last resort when the ops between our revision and the server's cannot be had: the server's
+   * content wins, and our pending edits are rebased over the text diff between what we last knew
+   * of the server and its content now. Our in-flight op keeps its (src, seq): if the server had
+   * committed it already, it acks at an old revision and we reload (see _onAck).
+   */
+  _resyncByDiff(frame) {
+    const base = this._serverText() ?? "";
+    let pending = this._inflight ? this._inflight.op : null;
+    if (this._buffer) pending = pending ? ot.compose(pending, this._buffer) : this._buffer;
+    const theirs = ot.diffOp(base, frame.content);
+    let mine = null;
+    if (pending) {
+      try {
+        mine = ot.makeInvertible(ot.transform(ot.stripInvertible(pending), theirs, "left"), frame.content);
+      } catch {
+        mine = null;
+      }
+    }
+    this._history.clear();
+    this._resetText(frame.content, frame.rev);
+    this._buffer = null;
+    if (mine && !ot.isNoop(mine)) {
+      const seq = this._inflight ? this._inflight.seq : ++this._seq;
+      this.text = ot.apply(this.text, mine);
+      this._emitChange(frame.content, mine, { reset: true });
+      this._inflight = { op: mine, seq, rev: this.rev };
+      this._dupCheckRev = this.rev;
+    } else {
+      this._inflight = null;
+    }
+    this._goOnline(frame);
+  }
+
+  _goOnline(frame) {
+    this._online = true;
+    this._attempt = 0;
+    this._replacePeers(frame.peers ?? [], frame.rev);
+    this._setStatus("online");
+    this._sendInflight();
+    this._cursorDirty = this._cursor !== null || this._cursorDirty;
+    this._schedulePresence();
+  }
+
+  _resetText(content, rev) {
+    const before = this.text;
+    this.text = content;
+    this.rev = rev;
+    if (before !== content) {
+      const op = ot.diffOp(before, content);
+      if (this._cursor) this._cursor = ot.transformSelection(this._cursor, op);
+      this._emitChange(before, op, { reset: true });
+    }
+  }
+
+  _emitChange(before, op, extra = {}) {
+    const { op: opUtf16, changes } = ot.opToUtf16(op, before);
+    this._emit("change", { op, opUtf16, changes, rev: this.rev, ...extra });
+  }
+
+  /** Records server op `op` as revision `rev` (our view of the server moved on). */
+  _advance(rev, op) {
+    this.rev = rev;
+    this._history.set(rev, op);
+    if (this._history.size > 200) this._history.delete(this._history.keys().next().value);
+    for (const p of this._peers.values()) {
+      if (p.cursor && p.rev === rev - 1) {
+        p.cursor = ot.transformSelection(p.cursor, op);
+        p.rev = rev;
+      }
+    }
+    if (this._pendingPresence.length) {
+      const ready = this._pendingPresence.filter((f) => f.rev <= rev);
+      this._pendingPresence = this._pendingPresence.filter((f) => f.rev > rev);
+      for (const f of ready) this._onPresence(f);
+    }
+  }
+
+  _onAck(frame, { quiet = false } = {}) {
+    const p = this._inflight;
+    if (!p || frame.seq !== p.seq) {
+      if (!quiet) this._emit("error", { code: "unexpected_ack", message: `ack for seq ${frame.seq}` });
+      return;
+    }
+    if (this._dupCheckRev !== null && frame.rev <= this._dupCheckRev) {
+      // Resent after a resync, and the server already had it: our text holds it twice.
+      this._dupCheckRev = null;
+      this._inflight = null;
+      this._emit("error", { code: "resync", message: "resent op was already committed; reloading" });
+      this._reloadFromServer();
+      return;
+    }
+    this._dupCheckRev = null;
+    if (frame.rev !== this.rev + 1) {
+      this._emit("error", { code: "gap", message: `ack rev ${frame.rev}, expected ${this.rev + 1}` });
+    }
+    this._inflight = null;
+    this._advance(frame.rev, ot.stripInvertible(p.op));
+    this._emit("ack", { seq: frame.seq, rev: frame.rev });
+    if (this._buffer) {
+      this._inflight = { op: this._buffer, seq: ++this._seq, rev: this.rev };
+      this._buffer = null;
+      this._sendInflight();
+    } else {
+      this._schedulePresence();
+    }
+  }
+
+  _reloadFromServer() {
+    // Forget everything local and take a fresh init: a reconnect without `since`.
+    this._initialised = false;
+    this._inflight = null;
+    this._buffer = null;
+    this._reconnectNow("reload");
+  }
+
+  _onRemoteOp(frame) {
+    if (frame.src === this.src && this._inflight && frame.seq === this._inflight.seq) {
+      this._onAck(frame); // our own op echoed back: it is an ack
+      return;
+    }
+    if (frame.rev <= this.rev) return; // seen already
+    if (frame.rev !== this.rev + 1) {
+      this._emit("error", { code: "gap", message: `op rev ${frame.rev}, expected ${this.rev + 1}` });
+      this._reconnectNow("gap in revisions");
+      return;
+    }
+    if (frame.user && frame.name) this._names.set(frame.user, frame.name);
+    const s = ot.normalize(frame.op);
+    let s1 = s;
+    try {
+      if (this._inflight) {
+        const p = this._inflight.op;
+        s1 = ot.transform(s1, p, "right");
+        this._inflight.op = ot.transform(p, s, "left");
+      }
+      if (this._buffer) {
+        const b = this._buffer;
+        const s2 = ot.transform(s1, b, "right");
+        this._buffer = ot.transform(b, s1, "left");
+        s1 = s2;
+      }
+      const before = this.text;
+      this.text = ot.apply(before, s1);
+      this._advance(frame.rev, s);
+      if (this._cursor) this._cursor = ot.transformSelection(this._cursor, s1);
+      this._emitChange(before, s1, { src: frame.src, user: frame.user });
+    } catch (err) {
+      this._emit("error", { code: "apply_failed", message: String(err?.message ?? err) });
+      this._reconnectNow("could not apply a remote op");
+    }
+  }
+
+  _onError(frame) {
+    this._emit("error", { code: frame.code, message: frame.message, seq: frame.seq });
+    if (frame.seq == null || !this._inflight || frame.seq !== this._inflight.seq) return;
+    if (frame.code === "rate_limited") {
+      // Same (src, seq) again a little later: the server never applies it twice.
+      setTimeout(() => this._sendInflight(), 500 + Math.random() * 500);
+      return;
+    }
+    // The op was refused (invalid_op, read_only, bad_revision…): our text holds an edit the
+    // server will never have. Take the server's text again.
+    this._reloadFromServer();
+  }
+
+  // ----- presence ---------------------------------------------------------------------------
+
+  _peerView(p) {
+    let cursor = p.cursor;
+    if (cursor && this._inflight) cursor = ot.transformSelection(cursor, this._inflight.op);
+    if (cursor && this._buffer) cursor = ot.transformSelection(cursor, this._buffer);
+    if (cursor) {
+      const n = this.length;
+      cursor = { anchor: Math.min(cursor.anchor, n), head: Math.min(cursor.head, n) };
+    }
+    return { client: p.client, user: p.user, name: p.name, cursor };
+  }
+
+  /** Brings a cursor valid at server revision `rev` up to `this.rev` using recent history. */
+  _catchUp(cursor, rev) {
+    if (this.rev - rev > this._history.size) return cursor; // too old to follow: keep as is
+    for (let r = rev + 1; cursor && r <= this.rev; r++) {
+      const op = this._history.get(r);
+      if (op) cursor = ot.transformSelection(cursor, op);
+    }
+    return cursor;
+  }
+
+  _replacePeers(list, rev) {
+    const seen = new Set();
+    for (const item of list) {
+      if (item.client === this.clientId) continue;
+      seen.add(item.client);
+      const known = this._peers.has(item.client);
+      const cursor = item.cursor ? this._catchUp(item.cursor, rev) : null;
+      this._peers.set(item.client, { client: item.client, user: item.user, name: item.name, cursor, rev: this.rev });
+      if (item.user) this._names.set(item.user, item.name ?? item.user);
+      if (!known) this._emit("join", { client: item.client, user: item.user, name: item.name });
+      if (cursor) this._emit("presence", this._peerView(this._peers.get(item.client)));
+    }
+    for (const client of [...this._peers.keys()]) {
+      if (!seen.has(client)) {
+        const p = this._peers.get(client);
+        this._peers.delete(client);
+        this._emit("leave", { client, user: p.user, name: p.name });
+      }
+    }
+  }
+
+  _dropPeers() {
+    for (const p of this._peers.values()) this._emit("leave", { client: p.client, user: p.user, name: p.name });
+    this._peers.clear();
+    this._pendingPresence = [];
+  }
+
+  _onJoin(frame) {
+    if (frame.client === this.clientId) return;
+    if (frame.user) this._names.set(frame.user, frame.name ?? frame.user);
+    const known = this._peers.get(frame.client);
+    this._peers.set(frame.client, {
+      client: frame.client,
+      user: frame.user,
+      name: frame.name,
+      cursor: known?.cursor ?? null,
+      rev: this.rev,
+    });
+    if (!known) this._emit("join", { client: frame.client, user: frame.user, name: frame.name });
+    // Tell the newcomer where we are.
+    if (this._cursor) {
+      this._cursorDirty = true;
+      this._schedulePresence();
+    }
+  }
+
+  _onLeave(frame) {
+    const p = this._peers.get(frame.client);
+    if (!p) return;
+    this._peers.delete(frame.client);
+    this._emit("leave", { client: frame.client, user: p.user ?? frame.user, name: p.name ?? frame.name });
+  }
+
+  _onPresence(frame) {
+    if (frame.client === this.clientId) return;
+    if (frame.cursor && typeof frame.rev === "number" && frame.rev > this.rev) {
+      this._pendingPresence.push(frame); // valid at a revision we have not received yet
+      return;
+    }
+    if (frame.user) this._names.set(frame.user, frame.name ?? frame.user);
+    let cursor = frame.cursor ?? null;
+    if (cursor && typeof frame.rev === "number") cursor = this._catchUp(cursor, frame.rev);
+    const known = this._peers.has(frame.client);
+    const peer = { client: frame.client, user: frame.user, name: frame.name, cursor, rev: this.rev };
+    this._peers.set(frame.client, peer);
+    if (!known) this._emit("join", { client: frame.client, user: frame.user, name: frame.name });
+    this._emit("presence", this._peerView(peer));
+  }
+
+  _schedulePresence() {
+    if (!this._cursorDirty || !this._online || this.pending || this._presenceTimer) return;
+    const wait = this._lastPresenceAt + this._presenceInterval - Date.now();
+    if (wait > 0) {
+      this._presenceTimer = setTimeout(() => {
+        this._presenceTimer = null;
+        this._schedulePresence();
+      }, wait);
+      return;
+    }
+    this._cursorDirty = false;
+    this._lastPresenceAt = Date.now();
+    const c = this._cursor;
+    const n = this.length;
+    const cursor = c ? { anchor: Math.min(c.anchor, n), head: Math.min(c.head, n) } : null;
+    this._send({ type: "presence", cursor, rev: this.rev });
+  }
+}
+
+/**
+ * Binds a <textarea> to a client: local edits become ops (common prefix/suffix diff of the value
+ * on every `input` event, in code points), remote changes update the value with the selection
+ * moved through them, and the selection is sent as presence. Returns a function that unbinds.
+ */
+export function bindTextarea(client, textarea) {
+  let shadow = client.text; // the value the client knows about
+  textarea.value = shadow;
+
+  const readSelection = () => ({
+    anchor: textarea.selectionDirection === "backward" ? textarea.selectionEnd : textarea.selectionStart,
+    head: textarea.selectionDirection === "backward" ? textarea.selectionStart : textarea.selectionEnd,
+  });
+
+  const flush = () => {
+    const value = textarea.value;
+    if (value === shadow) return;
+    const op = ot.diffOp(shadow, value, textarea.selectionEnd);
+    shadow = value;
+    try {
+      client.submit(op);
+    } catch (err) {
+      // Read-only, closed client, or a diff the client refused: show the client's text again.
+      shadow = client.text;
+      textarea.value = shadow;
+      client.dispatchEvent(new CustomEvent("error", { detail: { code: "local", message: String(err?.message ?? err) } }));
+    }
+  };
+
+  const sendSelection = () => {
+    if (textarea.value !== shadow) return;
+    client.setCursor(readSelection(), { utf16: true });
+  };
+
+  const onInput = () => {
+    flush();
+    sendSelection();
+  };
+
+  const onChange = ({ op, reset }) => {
+    flush(); // never lose a local edit the input event has not reported yet
+    const before = shadow;
+    const focused = globalThis.document?.activeElement === textarea;
+    const sel = readSelection();
+    const scrollTop = textarea.scrollTop;
+    // The selection in code points of the old text, through the op, back to UTF-16 of the new.
+    const anchor = ot.transformPosition(ot.utf16ToCp(before, safe(before, sel.anchor)), op);
+    const head = ot.transformPosition(ot.utf16ToCp(before, safe(before, sel.head)), op);
+    shadow = client.text;
+    textarea.value = shadow;
+    const a = ot.cpToUtf16(shadow, anchor);
+    const h = ot.cpToUtf16(shadow, head);
+    textarea.setSelectionRange(Math.min(a, h), Math.max(a, h), h < a ? "backward" : "forward");
+    textarea.scrollTop = scrollTop;
+    if (focused || reset) client.setCursor({ anchor, head });
+  };
+
+  const onSelect = () => {
+    if (globalThis.document?.activeElement === textarea) sendSelection();
+  };
+  const onBlur = () => client.setCursor(null);
+
+  const offChange = client.on("change", onChange);
+  textarea.addEventListener("input", onInput);
+  textarea.addEventListener("select", onSelect);
+  textarea.addEventListener("keyup", onSelect);
+  textarea.addEventListener("mouseup", onSelect);
+  textarea.addEventListener("focus", onSelect);
+  textarea.addEventListener("blur", onBlur);
+  const onSelectionChange = () => onSelect();
+  globalThis.document?.addEventListener("selectionchange", onSelectionChange);
+  const updateReadOnly = () => {
+    textarea.readOnly = !client._initialised || client.access === "read";
+    if (textarea.value !== client.text && textarea.value === shadow) {
+      shadow = client.text;
+      textarea.value = shadow;
+    }
+  };
+  updateReadOnly();
+  const offReady = client.on("status", updateReadOnly);
+
+  return () => {
+    offChange();
+    offReady();
+    textarea.removeEventListener("input", onInput);
+    textarea.removeEventListener("select", onSelect);
+    textarea.removeEventListener("keyup", onSelect);
+    textarea.removeEventListener("mouseup", onSelect);
+    textarea.removeEventListener("focus", onSelect);
+    textarea.removeEventListener("blur", onBlur);
+    globalThis.document?.removeEventListener("selectionchange", onSelectionChange);
+  };
+}
+
+/** A UTF-16 offset moved off the middle of a surrogate pair. */
+function safe(s, u16) {
+  const n = Math.max(0, Math.min(u16, s.length));
+  const code = s.charCodeAt(n);
+  return code >= 0xdc00 && code <= 0xdfff && n > 0 ? n - 1 : n;
+}
+
+export default connect;
