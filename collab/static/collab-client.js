@@ -31,6 +31,7 @@
  *   ready                           a Promise resolved by the first `init`
  *   submit(op)                      applies an op (code points, on `text`) locally and sends it
  *   insert(pos, text), delete(pos, n)  helpers building and submitting ops (code points)
+ *   cursor                          our own cursor (code points) or null
  *   setCursor({anchor, head} | null, {utf16})  your cursor, in code points (or UTF-16 units
  *                                   of `text` with {utf16: true}); sent throttled as presence
  *   toUtf16(cp), fromUtf16(u16)     position conversion on the current text
@@ -175,6 +176,11 @@ export class CollabClient extends EventTarget {
   get state() {
     if (!this._inflight) return "synchronised";
     return this._buffer ? "awaiting-with-buffer" : "awaiting";
+  }
+
+  /** Our own cursor, {anchor, head} in code points of `text`, or null. */
+  get cursor() {
+    return this._cursor ? { ...this._cursor } : null;
   }
 
   get pending() {

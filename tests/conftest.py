@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from collab.app import create_app
+from collab.settings import Settings
+from tests.support import (
+    SECRET,
+    ServerProcess,
+    create_postgres_database,
+    drop_postgres_database,
+    migrate,
+    postgres_url,
+    services_required,
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import os
+
+    if os.environ.get("COLLAB_LONG_TESTS") == "1" or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="long variant: set COLLAB_LONG_TESTS=1 or use -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _require_postgres() -> str:
+    url = postgres_url()
+    if url is None:
+        if services_required():
+            pytest.fail("COLLAB_REQUIRE_SERVICES=1 but COLLAB_TEST_POSTGRES_URL is not set")
+        pytest.skip("PostgreSQL tests need COLLAB_TEST_POSTGRES_URL (e.g. "
+                    "postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
+    return url
+
+
+_pg_template: dict[str, str] = {}
+
+
+async def _postgres_database() -> str:
+    """A new database per test, copied from a migrated template made once per session."""
+    admin = _require_postgres()
+    if "name" not in _pg_template:
+        from sqlalchemy.engine import make_url
+
+        template_url = await create_postgres_database(admin)
+        await asyncio.to_thread(migrate, template_url)
+        _pg_template["name"] = make_url(template_url).database or ""
+        _pg_template["url"] = template_url
+    return await create_postgres_database(admin, template=_pg_template["name"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_template() -> Iterator[None]:
+    yield
+    if "url" in _pg_template:
+        asyncio.run(drop_postgres_database(_require_postgres(), _pg_template["url"]))
+
+
+_sqlite_template: dict[str, Path] = {}
+
+
+def _sqlite_database(tmp_path: Path) -> str:
+    if "path" not in _sqlite_template:
+        import tempfile
+
+        template = Path(tempfile.mkdtemp(prefix="collab-template-")) / "template.db"
+        migrate(f"sqlite+aiosqlite:///{template}")
+        _sqlite_template["path"] = template
+    target = tmp_path / "collab.db"
+    target.write_bytes(_sqlite_template["path"].read_bytes())
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated, empty database of its own for this test, on each backend."""
+    if request.param == "sqlite":
+        yield await asyncio.to_thread(_sqlite_database, tmp_path)
+        return
+    url = await _postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(_require_postgres(), url)
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    return await asyncio.to_thread(_sqlite_database, tmp_path)
+
+
+@pytest.fixture
+async def postgres_database() -> AsyncIterator[str]:
+    url = await _postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(_require_postgres(), url)
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"database_url": database_url, "jwt_secret": SECRET}
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The in-process app (lifespan running) behind an httpx client."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts real ``collab serve`` processes; all are stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(database_url: str | None = None, **env: str) -> ServerProcess:
+        server = ServerProcess(
+            database_url=database_url or sqlite_url,
+            log_path=tmp_path / f"server-{len(started)}.log",
+            env=env,
+        )
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process is not None:
+            server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory()
