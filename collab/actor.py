@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from collab import ot, protocol
 from collab.document import Batch, DocumentState, Submission, SubmitError
+from collab.fanout import Fanout
 from collab.metrics import Metrics
 from collab.store import Store, StoredOp
 
@@ -100,11 +101,44 @@ class Wake:
     """Re-evaluates idleness after the last lease is released."""
 
 
-Message = Submit | Join | Leave | Presence | Read | Delete | Stop | Wake
+@dataclass(slots=True)
+class Remote:
+    """Something another server process published for this document."""
+
+    message: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Resync:
+    """Reads ops other processes committed that this one may have missed."""
+
+
+Message = Submit | Join | Leave | Presence | Read | Delete | Stop | Wake | Remote | Resync
+_BACKGROUND = (Wake, Remote, Resync)
+POLL_SECONDS = 0.5
+PRUNE_SECONDS = 5.0
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _wire(stored: StoredOp) -> dict[str, Any]:
+    return {
+        "rev": stored.rev,
+        "op": stored.op,
+        "src": stored.src,
+        "seq": stored.seq,
+        "user": stored.user_id,
+        "at": stored.created_at.isoformat(),
+    }
+
+
+def _unwire(item: dict[str, Any]) -> StoredOp:
+    return StoredOp(
+        item["rev"], item["op"], item["src"], item["seq"], item["user"],
+        datetime.fromisoformat(item["at"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +158,12 @@ class DocumentActor:
         config: ActorConfig,
         metrics: Metrics,
         on_exit: Callable[[DocumentActor], None],
+        fanout: Fanout | None = None,
     ) -> None:
         self.doc_id = doc_id
+        self._fanout = fanout
+        self._remote_peers: dict[str, dict[str, Any]] = {}
+        self._last_activity = time.monotonic()
         self._store = store
         self._config = config
         self._metrics = metrics
@@ -136,6 +174,7 @@ class DocumentActor:
         self._snapshot_rev = 0
         self._leases = 0
         self._running = True
+        self._resync_due = False
         self._background: set[asyncio.Task[None]] = set()
         self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"actor:{doc_id}")
@@ -206,14 +245,29 @@ class DocumentActor:
             raise DocumentGone(self.doc_id)
         await self._inbox.put(message)
 
+    def post(self, message: Remote | Resync) -> None:
+        """Queues fan-out work without waiting; if the inbox is full, a resync covers it."""
+        if not self._running:
+            return
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self._resync_due = True
+
     # -- the task ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
         try:
+            # Subscribe first: whatever is published while loading waits in the inbox.
+            if self._fanout is not None:
+                await self._fanout.subscribe(self.doc_id)
             await self._load()
+            # Ask the other processes who is connected there; they answer with presence.
+            self._publish({"kind": "who"})
         except BaseException as error:
             self._running = False
             self._on_exit(self)
+            await self._unsubscribe()
             self.loaded.set_exception(error)
             return
         self.loaded.set_result(None)
@@ -236,25 +290,53 @@ class DocumentActor:
         finally:
             self._running = False
             self._on_exit(self)
+            await self._unsubscribe()
             if unload:
                 await self._final_snapshot()
             self._fail_leftovers()
 
+    async def _unsubscribe(self) -> None:
+        if self._fanout is not None:
+            try:
+                await self._fanout.unsubscribe(self.doc_id)
+            except Exception:
+                log.exception("unsubscribe failed for %s", self.doc_id)
+
+    def _in_use(self) -> bool:
+        return bool(self._peers or self._leases)
+
+    def _wait_limit(self) -> float | None:
+        """How long to wait for a message before doing timed work (unload, poll, prune)."""
+        limits = []
+        if not self._in_use():
+            limits.append(self._config.idle_seconds - (time.monotonic() - self._last_activity))
+        if self._fanout is not None:
+            if not self._fanout.healthy or self._resync_due:
+                limits.append(POLL_SECONDS)
+            elif self._remote_peers:
+                limits.append(PRUNE_SECONDS)
+        return max(0.0, min(limits)) if limits else None
+
     async def _next_message(self) -> Message | None:
         """The next message, or None when the document has been idle long enough to unload."""
         while True:
-            if self._peers or self._leases or not self._inbox.empty():
-                message = await self._inbox.get()
-            else:
-                try:
-                    async with asyncio.timeout(self._config.idle_seconds):
-                        message = await self._inbox.get()
-                except TimeoutError:
-                    if self._peers or self._leases:
-                        continue
-                    return None
-            if not isinstance(message, Wake):
-                return message
+            if self._resync_due:
+                return Resync()
+            limit = self._wait_limit()
+            try:
+                if limit is None:
+                    return await self._inbox.get()
+                async with asyncio.timeout(limit):
+                    return await self._inbox.get()
+            except TimeoutError:
+                pass
+            if self._fanout is not None:
+                if not self._fanout.healthy:
+                    return Resync()
+                self._prune_remote_peers()
+            idle_for = time.monotonic() - self._last_activity
+            if not self._in_use() and idle_for >= self._config.idle_seconds:
+                return None
 
     async def _load(self) -> None:
         loaded = await self._store.load_document(self.doc_id)
@@ -281,6 +363,8 @@ class DocumentActor:
     async def _handle(self, messages: list[Message]) -> bool:
         """Handles a run of ready messages; returns False if the document must not be snapshotted."""
         pending: list[Submit] = []
+        if not all(isinstance(m, _BACKGROUND) for m in messages):
+            self._last_activity = time.monotonic()
         for message in messages:
             if isinstance(message, Submit):
                 pending.append(message)
@@ -314,6 +398,10 @@ class DocumentActor:
                         peer.close(CLOSE_GOING_AWAY, "server shutting down")
                     self._peers.clear()
                     self._running = False
+                case Remote(remote):
+                    await self._remote(remote)
+                case Resync():
+                    await self._resync()
                 case Wake():
                     pass
         if pending:
@@ -353,6 +441,8 @@ class DocumentActor:
             self._snapshot_rev = batch.rev
         state.accept(batch)
         self._deliver(batch, submits)
+        if self._fanout is not None and batch.ops:
+            self._fanout.publish(self.doc_id, {"kind": "ops", "ops": [_wire(s) for s in batch.ops]})
 
     async def _older_ops(self, submissions: Sequence[Submission]) -> list[StoredOp]:
         state = self.state
@@ -434,6 +524,10 @@ class DocumentActor:
             "peers": [
                 {"client": p.client_id, "user": p.user_id, "name": p.name, "cursor": p.cursor}
                 for p in self._peers.values()
+            ]
+            + [
+                {key: remote[key] for key in ("client", "user", "name", "cursor")}
+                for remote in self._remote_peers.values()
             ],
         }
         if since is not None:
@@ -450,6 +544,8 @@ class DocumentActor:
             other.send(announce)
         self._peers[peer.client_id] = peer
         self._metrics.connections += 1
+        self._publish({"kind": "join", "client": peer.client_id, "user": peer.user_id,
+                       "name": peer.name, "cursor": None})
 
     async def _ops_since(self, since: int) -> list[StoredOp] | None:
         state = self.state
@@ -465,8 +561,13 @@ class DocumentActor:
         if self._peers.pop(peer.client_id, None) is None:
             return
         self._metrics.connections -= 1
+        self._announce_leave(peer.client_id, peer.user_id, peer.name)
+        self._publish({"kind": "leave", "client": peer.client_id, "user": peer.user_id,
+                       "name": peer.name})
+
+    def _announce_leave(self, client_id: str, user_id: str, name: str) -> None:
         frame = protocol.encode(
-            {"type": "leave", "client": peer.client_id, "user": peer.user_id, "name": peer.name}
+            {"type": "leave", "client": client_id, "user": user_id, "name": name}
         )
         for other in self._peers.values():
             other.send(frame)
@@ -493,6 +594,76 @@ class DocumentActor:
         for other in self._peers.values():
             if other is not peer:
                 other.send_presence(peer.client_id, frame)
+        self._publish({"kind": "presence", "client": peer.client_id, "user": peer.user_id,
+                       "name": peer.name, "cursor": cursor, "rev": state.rev})
+
+    # -- other server processes -------------------------------------------------------------
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        if self._fanout is not None:
+            self._fanout.publish(self.doc_id, message)
+
+    async def _remote(self, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        if kind == "ops":
+            ops = [_unwire(item) for item in message["ops"]]
+            state = self.state
+            if not ops or ops[-1].rev <= state.rev:
+                return
+            if ops[0].rev > state.rev + 1:
+                await self._resync()  # a gap: the database has what was not heard
+                return
+            fresh = [stored for stored in ops if stored.rev > state.rev]
+            state.apply_committed(fresh)
+            self._broadcast_foreign(fresh)
+        elif kind in ("join", "presence"):
+            client = message["client"]
+            known = client in self._remote_peers
+            self._remote_peers[client] = {
+                "client": client, "user": message["user"], "name": message["name"],
+                "cursor": message.get("cursor"), "node": message["node"],
+            }
+            if kind == "join" or not known:
+                frame = protocol.encode({"type": "join", "client": client,
+                                         "user": message["user"], "name": message["name"]})
+                for peer in self._peers.values():
+                    peer.send(frame)
+            if kind == "presence":
+                frame = protocol.encode({"type": "presence", "client": client,
+                                         "user": message["user"], "name": message["name"],
+                                         "cursor": message.get("cursor"), "rev": message["rev"]})
+                for peer in self._peers.values():
+                    peer.send_presence(client, frame)
+        elif kind == "who":
+            for peer in self._peers.values():
+                self._publish({"kind": "presence", "client": peer.client_id,
+                               "user": peer.user_id, "name": peer.name, "cursor": peer.cursor,
+                               "rev": self.state.rev})
+        elif kind == "leave":
+            if self._remote_peers.pop(message["client"], None) is not None:
+                self._announce_leave(message["client"], message["user"], message["name"])
+
+    async def _resync(self) -> None:
+        """Catches up with ops committed by other processes, from the database."""
+        self._resync_due = False
+        state = self.state
+        try:
+            missed = await self._store.load_ops(self.doc_id, after=state.rev)
+        except Exception:
+            log.exception("resync failed for %s", self.doc_id)
+            self._resync_due = True
+            return
+        if missed:
+            state.apply_committed(missed)
+            self._broadcast_foreign(missed)
+
+    def _prune_remote_peers(self) -> None:
+        """Forgets peers of processes that stopped beating (killed, not shut down)."""
+        assert self._fanout is not None
+        for client, remote in list(self._remote_peers.items()):
+            if not self._fanout.node_alive(remote["node"]):
+                del self._remote_peers[client]
+                self._announce_leave(client, remote["user"], remote["name"])
 
     # -- unloading --------------------------------------------------------------------------
 

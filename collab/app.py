@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,7 +24,10 @@ from collab.routers import dev, documents, misc
 from collab.services import Services
 from collab.settings import Settings
 from collab.store import SqlStore
-from collab.tickets import MemoryTicketStore
+from collab.tickets import MemoryTicketStore, RedisTicketStore
+
+if TYPE_CHECKING:
+    from collab.fanout import RedisFanout
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,24 @@ class RedactCredentials(logging.Filter):
         return True
 
 
+class DropDenialMisreport(logging.Filter):
+    """uvicorn's sans-I/O WebSocket backend logs this error after every handshake refused with
+    an HTTP response (the denial extension), although the refusal went out correctly. Our
+    handler always accepts or refuses, so the line would only ever be that false alarm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "ASGI callable returned without completing handshake."
+
+
 def install_log_redaction() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
+    for name, kind in (
+        ("uvicorn.access", RedactCredentials),
+        ("uvicorn.error", RedactCredentials),
+        ("uvicorn.error", DropDenialMisreport),
+    ):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
-            logger.addFilter(RedactCredentials())
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 class BodySizeLimit:
@@ -125,6 +142,23 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+async def start_fanout(services: Services) -> RedisFanout:
+    """Joins the other processes through Redis: fan-out, shared tickets, readiness."""
+    from collab.fanout import RedisFanout
+
+    settings = services.settings
+    assert settings.redis_url is not None
+    registry = services.registry
+    fanout = RedisFanout(
+        settings.redis_url, settings.redis_prefix, registry.deliver_remote, registry.resync_all
+    )
+    registry.fanout = fanout
+    await fanout.start()
+    services.tickets = RedisTicketStore(fanout.redis, settings.redis_prefix)
+    services.readiness_probes["redis"] = fanout.ping
+    return fanout
+
+
 def create_app(settings: Settings) -> FastAPI:
     if not settings.jwt_secret:
         raise ValueError("COLLAB_JWT_SECRET is required (or run with --dev)")
@@ -134,10 +168,13 @@ def create_app(settings: Settings) -> FastAPI:
         install_log_redaction()
         services = build_services(settings)
         app.state.services = services
+        fanout = await start_fanout(services) if settings.redis_url else None
         try:
             yield
         finally:
             await drain(app)
+            if fanout is not None:
+                await fanout.close()
             await services.engine.dispose()
 
     app = FastAPI(

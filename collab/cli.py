@@ -52,7 +52,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.workers > 1:
         from collab.cluster import serve_workers
 
-        serve_workers(settings, args.host, args.port, args.workers)
+        serve_workers(settings, args.host, args.port, args.workers, args.log_level)
         return
     app = create_app(settings)
     config = uvicorn.Config(

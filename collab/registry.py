@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from collab.actor import ActorConfig, DocumentActor
+from collab.actor import ActorConfig, DocumentActor, Remote, Resync
+from collab.fanout import Fanout
 from collab.metrics import Metrics
 from collab.store import Store
 
@@ -18,6 +20,7 @@ class Registry:
         self._metrics = metrics
         self._actors: dict[str, DocumentActor] = {}
         self._closing = False
+        self.fanout: Fanout | None = None
         metrics.documents_loaded = lambda: len(self._actors)
 
     def __len__(self) -> int:
@@ -45,7 +48,9 @@ class Registry:
         while True:
             actor = self._actors.get(doc_id)
             if actor is None or not actor.alive:
-                actor = DocumentActor(doc_id, self._store, self._config, self._metrics, self._exited)
+                actor = DocumentActor(
+                    doc_id, self._store, self._config, self._metrics, self._exited, self.fanout
+                )
                 self._actors[doc_id] = actor
             # The lease is taken before awaiting, so the actor cannot idle out in between.
             actor.lease()
@@ -61,6 +66,16 @@ class Registry:
     def _exited(self, actor: DocumentActor) -> None:
         if self._actors.get(actor.doc_id) is actor:
             del self._actors[actor.doc_id]
+
+    def deliver_remote(self, doc_id: str, message: dict[str, Any]) -> None:
+        """Hands another process's message to this process's actor, if it has one."""
+        actor = self._actors.get(doc_id)
+        if actor is not None:
+            actor.post(Remote(message))
+
+    def resync_all(self) -> None:
+        for actor in list(self._actors.values()):
+            actor.post(Resync())
 
     async def shutdown(self) -> None:
         """Finishes queued ops, snapshots every document and closes its clients with 1001."""

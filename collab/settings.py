@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=100, gt=0)
     doc_idle_seconds: float = Field(default=60.0, ge=0)
     redis_url: str | None = None
+    redis_prefix: str = "collab:"
 
     # Extensions beyond SPEC §1, documented in docs/operations.md.
     dev: bool = False
@@ -35,8 +36,7 @@ class Settings(BaseSettings):
     presence_per_second: float = Field(default=30.0, gt=0)
     presence_burst: float = Field(default=60.0, gt=0)
     ticket_ttl_seconds: int = Field(default=30, gt=0)
-    # uvicorn's legacy "websockets" backend answers refused handshakes cleanly; see docs.
-    ws_backend: Literal["websockets", "websockets-sansio", "wsproto"] = "websockets"
+    ws_backend: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
 
     @field_validator("sqlite_synchronous")
     @classmethod
