@@ -7,7 +7,8 @@
  *   const client = connect({
  *     url: location.origin,          // the server; ws(s):// is derived from it. Default: location.origin
  *     doc: "welcome",                // document id
- *     token: "eyJ…" | async () => "eyJ…",  // a JWT, or a function called before every (re)connect
+ *     token: "eyJ…" | async ({refresh}) => "eyJ…",  // a JWT, or a function called before every
+ *                                    // (re)connect; {refresh: true} after the server refused it
  *   });
  *   client.on("status", ({ status }) => …);   // "connecting" | "online" | "offline" | "closed"
  *   client.on("change", ({ op, opUtf16, changes }) => …);
@@ -44,6 +45,8 @@
  *             op in code points, opUtf16 and changes [{from, to, insert}] in UTF-16 offsets of the
  *             text before the change. reset: true when the text was replaced wholesale (first
  *             load, or a resync), in which case op is the diff from the old text.
+ *   localchange {op, opUtf16, changes, rev}                   a local op applied to `text` by
+ *             submit() and its helpers (bindTextarea uses it for edits not made in its textarea)
  *   presence  {client, user, name, cursor}                     a peer's cursor (local code points)
  *   join      {client, user, name}        leave {client, user, name}
  *   ack       {seq, rev}                  one of your ops became revision rev
@@ -52,7 +55,8 @@
  *   error     {code, message, seq?, fatal?}
  *
  * Protocol notes
- *   - Authentication: before every (re)connect, POST /tickets {doc} with the bearer token, then
+ *   - Authentication: before every (re)connect, POST /tickets {doc} with the bearer token (a 401
+ *     makes a token function be called again with {refresh: true}, once), then
  *     open /ws/documents/{doc}?ticket=… (tickets are single use), plus &since=rev on reconnect.
  *   - OT client as in ShareDB: one op in flight, later local edits composed into a buffer. A remote
  *     op s with pending p: p' = transform(p, s, "left"), s' = transform(s, p, "right").
@@ -157,8 +161,9 @@ export class CollabClient extends EventTarget {
     this._names = new Map(); // user id -> display name, from frames seen
 
     this.ready = new Promise((resolve) => (this._resolveReady = resolve));
+    this._opening = false; // a ticket request or handshake is under way
     this._onOnline = () => {
-      if (!this._ws && !this._closed) {
+      if (!this._ws && !this._opening && !this._closed) {
         this._attempt = 0;
         this._scheduleReconnect(0);
       }
@@ -223,6 +228,8 @@ export class CollabClient extends EventTarget {
     const before = this.text;
     this.text = ot.apply(before, op); // throws InvalidOp before any state changes
     if (this._cursor) this._cursor = ot.transformSelection(this._cursor, op);
+    const { op: opUtf16, changes } = ot.opToUtf16(op, before);
+    this._emit("localchange", { op, opUtf16, changes, rev: this.rev });
     if (this._inflight === null) {
       this._inflight = { op, seq: ++this._seq, rev: this.rev };
       this._sendInflight();
@@ -296,14 +303,14 @@ export class CollabClient extends EventTarget {
     this._emit("status", { status, ...extra });
   }
 
-  async _bearer() {
-    const token = typeof this._token === "function" ? await this._token() : this._token;
+  async _bearer(refresh = false) {
+    const token = typeof this._token === "function" ? await this._token({ refresh }) : this._token;
     if (!token) throw new HttpError(401, "no token");
     return token;
   }
 
-  async _http(method, path, body) {
-    const headers = { Authorization: `Bearer ${await this._bearer()}` };
+  async _http(method, path, body, { refresh = false } = {}) {
+    const headers = { Authorization: `Bearer ${await this._bearer(refresh)}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const res = await this._fetch(this.url + path, {
       method,
@@ -315,13 +322,26 @@ export class CollabClient extends EventTarget {
     return data;
   }
 
+  /** A ticket for one connect; a token function gets one chance to refresh a refused token. */
+  async _ticket() {
+    try {
+      return await this._http("POST", "/tickets", { doc: this.doc });
+    } catch (err) {
+      if (!(err instanceof HttpError && err.status === 401 && typeof this._token === "function")) throw err;
+      return await this._http("POST", "/tickets", { doc: this.doc }, { refresh: true });
+    }
+  }
+
   async _open() {
-    if (this._closed) return;
+    if (this._closed || this._opening || this._ws) return;
+    this._opening = true;
+    clearTimeout(this._timer);
     this._setStatus("connecting", { attempt: this._attempt });
     let ticket;
     try {
-      ({ ticket } = await this._http("POST", "/tickets", { doc: this.doc }));
+      ({ ticket } = await this._ticket());
     } catch (err) {
+      this._opening = false;
       if (this._closed) return;
       if (err instanceof HttpError && [401, 403, 404].includes(err.status)) {
         const code = { 401: "unauthorized", 403: "forbidden", 404: "not_found" }[err.status];
@@ -332,11 +352,19 @@ export class CollabClient extends EventTarget {
       }
       return;
     }
+    this._opening = false;
     if (this._closed) return;
     const wsBase = this.url.replace(/^http/, "ws");
     let query = `ticket=${encodeURIComponent(ticket)}`;
     if (this._initialised) query += `&since=${this.rev}`;
-    const ws = new this._WS(`${wsBase}/ws/documents/${encodeURIComponent(this.doc)}?${query}`);
+    let ws;
+    try {
+      ws = new this._WS(`${wsBase}/ws/documents/${encodeURIComponent(this.doc)}?${query}`);
+    } catch (err) {
+      this._emit("error", { code: "websocket", message: String(err?.message ?? err) });
+      this._scheduleReconnect();
+      return;
+    }
     this._ws = ws;
     ws.onmessage = (event) => {
       if (ws !== this._ws) return;
@@ -418,7 +446,11 @@ export class CollabClient extends EventTarget {
 
   _sendInflight() {
     const p = this._inflight;
-    if (p) this._send({ type: "op", rev: p.rev, op: p.op, src: this.src, seq: p.seq });
+    if (!p) return;
+    // The in-flight op is kept transformed up to this.rev, so that is its base now (a resend
+    // after rebasing over init.ops has moved on from the rev it was first sent at).
+    p.rev = this.rev;
+    this._send({ type: "op", rev: p.rev, op: p.op, src: this.src, seq: p.seq });
   }
 
   // ----- frames -----------------------------------------------------------------------------
@@ -851,6 +883,7 @@ export class CollabClient extends EventTarget {
  */
 export function bindTextarea(client, textarea) {
   let shadow = client.text; // the value the client knows about
+  let submitting = false; // our own submit() is running: its localchange is already shown
   textarea.value = shadow;
 
   const readSelection = () => ({
@@ -863,6 +896,7 @@ export function bindTextarea(client, textarea) {
     if (value === shadow) return;
     const op = ot.diffOp(shadow, value, textarea.selectionEnd);
     shadow = value;
+    submitting = true;
     try {
       client.submit(op);
     } catch (err) {
@@ -870,6 +904,8 @@ export function bindTextarea(client, textarea) {
       shadow = client.text;
       textarea.value = shadow;
       client.dispatchEvent(new CustomEvent("error", { detail: { code: "local", message: String(err?.message ?? err) } }));
+    } finally {
+      submitting = false;
     }
   };
 
@@ -907,6 +943,9 @@ export function bindTextarea(client, textarea) {
   const onBlur = () => client.setCursor(null);
 
   const offChange = client.on("change", onChange);
+  const offLocal = client.on("localchange", (detail) => {
+    if (!submitting) onChange(detail);
+  });
   textarea.addEventListener("input", onInput);
   textarea.addEventListener("select", onSelect);
   textarea.addEventListener("keyup", onSelect);
@@ -927,6 +966,7 @@ export function bindTextarea(client, textarea) {
 
   return () => {
     offChange();
+    offLocal();
     offReady();
     textarea.removeEventListener("input", onInput);
     textarea.removeEventListener("select", onSelect);

@@ -48,11 +48,30 @@ window.collabDemo = session; // handy in the console, and for the browser tests
 
 // ----- colours and names ----------------------------------------------------------------------
 
+const PALETTE = ["#3b5bdb", "#e8590c", "#2f9e44", "#ae3ec9", "#e03131", "#0c8599", "#d6336c", "#f08c00", "#5f3dc4", "#8d6e63"];
+const colours = new Map(); // user id -> colour, kept for the session
+
+/** A colour per user: from a hash of the id, moved on while another user present has it. */
 function colorFor(key) {
+  if (colours.has(key)) return colours.get(key);
   let h = 2166136261;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
-  const hue = ((h >>> 0) % 360 + 360) % 360;
-  return `hsl(${hue} 68% 46%)`;
+  const start = (h >>> 0) % PALETTE.length;
+  const present = new Set(
+    [session.user?.id, ...(session.client?.peers ?? []).map((p) => p.user)]
+      .filter((u) => u && u !== key && colours.has(u))
+      .map((u) => colours.get(u)),
+  );
+  let colour = PALETTE[start];
+  for (let i = 0; i < PALETTE.length; i++) {
+    const candidate = PALETTE[(start + i) % PALETTE.length];
+    if (!present.has(candidate)) {
+      colour = candidate;
+      break;
+    }
+  }
+  colours.set(key, colour);
+  return colour;
 }
 
 function displayName(userId) {
@@ -131,8 +150,21 @@ async function start() {
   session.token = auth.token;
   session.user = auth.user;
   session.names.set(auth.user.id, auth.user.name);
+  colorFor(auth.user.id); // our own colour first: peers then avoid it
 
-  const client = connect({ url: location.origin, doc, token: () => session.token });
+  // A dev server started without COLLAB_JWT_SECRET signs with a new random key each time it
+  // starts: when it refuses our token, mint a new one.
+  const token = async ({ refresh = false } = {}) => {
+    if (refresh) {
+      sessionStorage.removeItem("collab.token:" + name);
+      const fresh = await devToken(name);
+      session.token = fresh.token;
+      session.user = fresh.user;
+      session.names.set(fresh.user.id, fresh.user.name);
+    }
+    return session.token;
+  };
+  const client = connect({ url: location.origin, doc, token });
   session.client = client;
   client.on("status", ({ status, retryIn, reason }) => setStatus(status, reason, retryIn));
   client.on("deleted", () => showBanner("This document was deleted. Open another one above."));
@@ -140,7 +172,7 @@ async function start() {
     console.warn("collab:", code, message);
     if (fatal && code !== "deleted") showBanner(`Disconnected: ${message}`);
   });
-  client.on("change", () => {
+  for (const name of ["change", "localchange"]) client.on(name, () => {
     scheduleRender();
     updateStats();
     updateSlider();

@@ -100,6 +100,7 @@ test("random concurrent edits by three clients converge", async () => {
       }
     }
     await server.flush(rnd);
+    assert.deepEqual(server.errors, []);
     const text = server.doc("d").text;
     for (const c of clients) {
       assert.equal(c.text, text, `seed ${seed}`);
@@ -168,6 +169,32 @@ test("an op lost on the way is resent with its same seq after a reconnect", asyn
   assert.deepEqual(server.doc("d").ops.map((o) => o.seq), [1]);
   assert.equal(a.state, "synchronised");
   a.close();
+});
+
+test("a pending op rebased over init.ops is resent at the new rev", async () => {
+  const server = new FakeServer();
+  const a = open(server);
+  const b = open(server);
+  await ready(server, a, b);
+  a.insert(0, "hello");
+  await server.flush();
+  const wsA = server.socketsOf("d").find((s) => s.clientId === a.clientId);
+  const wsB = server.socketsOf("d").find((s) => s.clientId === b.clientId);
+  b.insert(0, ">> ");
+  server.step(wsB, "toServer"); // committed as rev 2, never delivered to a
+  a.insert(5, "!"); // in flight…
+  wsA.toServer.length = 0; // …and lost
+  server.drop(wsA, 1001);
+  await settle(20);
+  await server.flush();
+  assert.deepEqual(server.errors, []);
+  assert.equal(server.doc("d").text, ">> hello!");
+  assert.equal(a.text, ">> hello!");
+  assert.equal(b.text, ">> hello!");
+  const last = server.doc("d").ops.at(-1);
+  assert.deepEqual([last.rev, last.src, last.seq], [3, a.src, 2]);
+  a.close();
+  b.close();
 });
 
 test("init without ops after a reconnect: the client fetches the history and rebases", async () => {
@@ -297,6 +324,28 @@ test("tickets refused with 401 stop the client; a 5xx is retried", async () => {
   const b = open(server);
   await settle(10);
   assert.equal(b.status, "closed");
+});
+
+test("a refused token is refreshed once through the token function", async () => {
+  const server = new FakeServer();
+  server.validToken = "old";
+  const calls = [];
+  let current = "old";
+  const a = open(server, "d", {
+    token: async ({ refresh }) => {
+      calls.push(refresh);
+      if (refresh) current = server.validToken;
+      return current;
+    },
+  });
+  await ready(server, a);
+  server.validToken = "new"; // the server restarted with another key
+  server.drop(server.socketsOf("d")[0], 1001);
+  await settle(20);
+  await server.flush();
+  assert.equal(a.status, "online");
+  assert.deepEqual(calls, [false, false, true]);
+  a.close();
 });
 
 test("every connect uses a fresh ticket and since= after the first", async () => {

@@ -12,6 +12,14 @@ export class FakeServer {
     this.nextTicket = 1;
     this.listOpsOnSince = true; // include `ops` in init when ?since= is given
     this.refuseTickets = null; // an HTTP status to answer POST /tickets with
+    this.errors = []; // ops refused as invalid (a client bug, in these tests)
+    this.validToken = null; // when set, POST /tickets accepts only this bearer token
+  }
+
+  textAt(d, rev) {
+    let text = "";
+    for (const o of d.ops.slice(0, rev)) text = ot.apply(text, o.op);
+    return text;
   }
 
   doc(id) {
@@ -31,6 +39,8 @@ export class FakeServer {
       });
       if (u.pathname === "/tickets" && init.method === "POST") {
         if (this.refuseTickets) return json(this.refuseTickets, { detail: "refused" });
+        const auth = init.headers?.Authorization ?? "";
+        if (this.validToken && auth !== `Bearer ${this.validToken}`) return json(401, { detail: "bad token" });
         const { doc } = JSON.parse(init.body);
         const ticket = `t${this.nextTicket++}`;
         this.tickets.set(ticket, doc);
@@ -116,8 +126,15 @@ export class FakeServer {
         return;
       }
       let op = ot.normalize(frame.op);
-      for (const s of d.ops.slice(frame.rev)) op = ot.transform(op, s.op, "left");
-      d.text = ot.apply(d.text, op);
+      try {
+        ot.check(op, ot.cpLength(this.textAt(d, frame.rev)));
+        for (const s of d.ops.slice(frame.rev)) op = ot.transform(op, s.op, "left");
+        d.text = ot.apply(d.text, op);
+      } catch (err) {
+        ws.toClient.push({ type: "error", code: "invalid_op", message: String(err.message), seq: frame.seq });
+        this.errors.push(err);
+        return;
+      }
       const rev = d.ops.length + 1;
       d.ops.push({ rev, op, src: frame.src, seq: frame.seq, user: "u-" + ws.clientId });
       ws.toClient.push({ type: "ack", seq: frame.seq, rev });

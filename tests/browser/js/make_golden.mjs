@@ -77,6 +77,17 @@ for (let i = 0; i < 40; i++) {
   const raw = [rnd(3), randStr(rnd(2)), randStr(rnd(2)), { d: rnd(3) }, { d: rnd(2) }, rnd(3), rnd(3)];
   out.normalize.push({ op: raw, result: ref.normalize(clone(raw)) });
 }
+// Mergeable neighbours without empty components (inputs every implementation must accept).
+for (let i = 0; i < 40; i++) {
+  const parts = [
+    () => 1 + rnd(3),
+    () => randStr(1 + rnd(2)),
+    () => ({ d: 1 + rnd(3) }),
+    () => ({ d: randStr(1 + rnd(2)) }),
+  ];
+  const raw = Array.from({ length: 2 + rnd(6) }, () => parts[rnd(parts.length)]());
+  out.normalize.push({ op: raw, result: ref.normalize(clone(raw)) });
+}
 const target = new URL("./ot_golden.json", import.meta.url);
 writeFileSync(target, JSON.stringify(out, null, 0).replace(/\},\{/g, "},\n{") + "\n");
 console.log("wrote", target.pathname);
