@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck check bench bench-full migrate clean browser-deps
+.PHONY: run test install lint typecheck check bench bench-full migrate clean browser-deps screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ migrate: $(STAMP)
 run: migrate
 	$(BIN)/collab serve --dev --host $(HOST) --port $(PORT)
 
-# Debian's Chromium for the browser tests (never a browser download); skipped when not root.
+# Debian's Chromium (and Node for the JS unit tests) for the browser tests, never a browser
+# download; skipped with a note when not root.
 browser-deps:
+	@if command -v node >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq nodejs >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq nodejs >/dev/null)) || \
+		echo "make: could not install nodejs; JS tests will skip"; \
+	else echo "make: no node; JS tests will skip"; fi
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
@@ -49,6 +56,9 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/run.py --full --vs-sharedb
+
+screenshots: $(STAMP) browser-deps
+	COLLAB_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser/test_screenshots.py -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis collab.db*
