@@ -170,6 +170,7 @@ class DocumentActor:
         self._on_exit = on_exit
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(config.inbox_size)
         self._peers: dict[str, Peer] = {}
+        self._cursor_revs: dict[str, int] = {}  # local client -> revision its cursor is valid at
         self._state: DocumentState | None = None
         self._snapshot_rev = 0
         self._leases = 0
@@ -522,11 +523,13 @@ class DocumentActor:
             "user": {"id": peer.user_id, "name": peer.name},
             "access": getattr(peer, "access", "write"),
             "peers": [
-                {"client": p.client_id, "user": p.user_id, "name": p.name, "cursor": p.cursor}
+                {"client": p.client_id, "user": p.user_id, "name": p.name,
+                 "cursor": self._cursor_now(p.cursor, self._cursor_revs.get(p.client_id))}
                 for p in self._peers.values()
             ]
             + [
-                {key: remote[key] for key in ("client", "user", "name", "cursor")}
+                {**{key: remote[key] for key in ("client", "user", "name")},
+                 "cursor": self._cursor_now(remote["cursor"], remote.get("rev"))}
                 for remote in self._remote_peers.values()
             ],
         }
@@ -560,6 +563,7 @@ class DocumentActor:
     def _leave(self, peer: Peer) -> None:
         if self._peers.pop(peer.client_id, None) is None:
             return
+        self._cursor_revs.pop(peer.client_id, None)
         self._metrics.connections -= 1
         self._announce_leave(peer.client_id, peer.user_id, peer.name)
         self._publish({"kind": "leave", "client": peer.client_id, "user": peer.user_id,
@@ -581,6 +585,7 @@ class DocumentActor:
             head = state.transform_cursor(cursor["head"], rev) if rev <= state.rev else None
             cursor = None if anchor is None or head is None else {"anchor": anchor, "head": head}
         peer.cursor = cursor
+        self._cursor_revs[peer.client_id] = state.rev
         frame = protocol.encode(
             {
                 "type": "presence",
@@ -596,6 +601,15 @@ class DocumentActor:
                 other.send_presence(peer.client_id, frame)
         self._publish({"kind": "presence", "client": peer.client_id, "user": peer.user_id,
                        "name": peer.name, "cursor": cursor, "rev": state.rev})
+
+    def _cursor_now(self, cursor: dict[str, int] | None, rev: int | None) -> dict[str, int] | None:
+        """A stored cursor, valid at ``rev``, moved over the ops since (None if not held)."""
+        state = self.state
+        if cursor is None or rev is None or rev >= state.rev:
+            return cursor
+        anchor = state.transform_cursor(cursor["anchor"], rev)
+        head = state.transform_cursor(cursor["head"], rev)
+        return None if anchor is None or head is None else {"anchor": anchor, "head": head}
 
     # -- other server processes -------------------------------------------------------------
 
@@ -622,6 +636,7 @@ class DocumentActor:
             self._remote_peers[client] = {
                 "client": client, "user": message["user"], "name": message["name"],
                 "cursor": message.get("cursor"), "node": message["node"],
+                "rev": message.get("rev"),
             }
             if kind == "join" or not known:
                 frame = protocol.encode({"type": "join", "client": client,
@@ -636,8 +651,9 @@ class DocumentActor:
                     peer.send_presence(client, frame)
         elif kind == "who":
             for peer in self._peers.values():
+                cursor = self._cursor_now(peer.cursor, self._cursor_revs.get(peer.client_id))
                 self._publish({"kind": "presence", "client": peer.client_id,
-                               "user": peer.user_id, "name": peer.name, "cursor": peer.cursor,
+                               "user": peer.user_id, "name": peer.name, "cursor": cursor,
                                "rev": self.state.rev})
         elif kind == "leave":
             if self._remote_peers.pop(message["client"], None) is not None:
