@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,19 +89,29 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns an error while reading the body into its own 400; answer 413 instead.
+            nonlocal started
+            if too_large and not started:
+                return
+            started = True
+            await send(message)
+
+        with suppress(_TooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if too_large and not started:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -116,6 +129,14 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+async def validation_failed(request: Request, error: Exception) -> Response:
+    """FastAPI's 422, ASCII-escaped: the echoed input may hold a lone surrogate, which the
+    default UTF-8 JSON response cannot encode (it would fail with a 500)."""
+    assert isinstance(error, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(error.errors())})
+    return Response(body, status_code=422, media_type="application/json")
 
 
 def build_services(settings: Settings) -> Services:
@@ -184,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
         "real-time editing over the WebSocket /ws/documents/{doc_id} (see docs/protocol.md).",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, validation_failed)
     app.include_router(documents.router)
     app.include_router(misc.router)
     if settings.dev:

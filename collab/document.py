@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from datetime import datetime
+from itertools import islice
 
 from collab import ot
 from collab.store import StoredOp
@@ -195,7 +195,9 @@ class DocumentState:
     def _rebase(self, submission: Submission, batch: Batch, older: Sequence[StoredOp]) -> ot.Op:
         base = submission.base_rev
         if base > batch.rev:
-            raise SubmitError("bad_revision", f"revision {base} is newer than the document ({batch.rev})")
+            raise SubmitError(
+                "bad_revision", f"revision {base} is newer than the document ({batch.rev})"
+            )
         if base < 0 or batch.rev - base > self.max_rebase:
             raise SubmitError("bad_revision", f"revision {base} is older than the history held")
         missed = self._missed(base, batch, older)
@@ -207,7 +209,8 @@ class DocumentState:
         return op
 
     def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[StoredOp]:
-        held = self.recent_ops(base) if base >= self.first_held_rev else None
+        # A base inside this batch (after self.rev) misses only the batch's later ops.
+        held = [] if base >= self.rev else self.recent_ops(base)
         if held is None:
             before = [s for s in older if base < s.rev <= self.first_held_rev]
             if len(before) != self.first_held_rev - base:

@@ -85,7 +85,9 @@ def _is_int(value: object) -> bool:
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"] if part not in _KNOWN_TYPES)
+        # The first part is the union's tag; "op" is also a field name, so drop by position.
+        loc = item["loc"][1:] if item["loc"] and item["loc"][0] in _KNOWN_TYPES else item["loc"]
+        where = ".".join(str(part) for part in loc)
         problems.append(f"{where or 'frame'}: {item['msg']}")
     return "; ".join(problems)
 

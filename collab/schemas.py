@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from collab.deps import DOC_ID_PATTERN
 from collab.protocol import MAX_INT
@@ -53,6 +53,14 @@ class OpSubmit(_Body):
     op: list[Any] = Field(description="A text operation (SPEC §3)")
     src: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     seq: Annotated[StrictInt, Field(ge=1, le=MAX_INT)] | None = None
+
+    @model_validator(mode="after")
+    def _src_with_seq(self) -> OpSubmit:
+        # A src alone would give every op seq 1, so each after the first would pass for a
+        # resend and be dropped.
+        if (self.src is None) != (self.seq is None):
+            raise ValueError("give src and seq together, or neither")
+        return self
 
 
 class OpAccepted(BaseModel):
@@ -104,3 +112,16 @@ class UserOut(BaseModel):
 class DevTokenOut(BaseModel):
     token: str
     user: UserOut
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (SPEC §5): a message, or FastAPI's list of validation problems."""
+
+    detail: str | list[dict[str, Any]] | dict[str, str]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Declares error answers in /openapi.json; a declared 422 replaces FastAPI's own, whose
+    list-only ``detail`` does not describe the 422 of an op that does not fit its document."""
+    return {code: {"model": ErrorOut} for code in codes}
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import secrets
 from datetime import datetime
 from typing import Annotated
@@ -25,10 +24,15 @@ from collab.schemas import (
     OpAccepted,
     OpSubmit,
     SnapshotOut,
+    error_responses,
 )
 from collab.store import DocumentInfo
 
-router = APIRouter(prefix="/documents", tags=["documents"])
+router = APIRouter(
+    prefix="/documents",
+    tags=["documents"],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
+)
 
 _SUBMIT_STATUS = {"invalid_op": 422, "bad_revision": 409, "read_only": 403}
 
@@ -54,7 +58,7 @@ def _encode_cursor(doc_id: str) -> str:
 def _decode_cursor(cursor: str) -> str:
     try:
         doc_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII cursor
         doc_id = ""
     if not DOC_ID_RE.match(doc_id):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
@@ -155,14 +159,17 @@ async def get_history(
     require(principal, doc_id, "read")
     if await store.get_document(doc_id) is None:
         raise _not_found(doc_id)
-    ops = await store.load_ops(doc_id, after=since, limit=limit)
+    # One more than asked shows whether there is a next page, so the last one says null.
+    ops = await store.load_ops(doc_id, after=since, limit=limit + 1)
+    more = len(ops) > limit
+    ops = ops[:limit]
     return History(
         ops=[
             HistoryOp(rev=o.rev, op=o.op, src=o.src, seq=o.seq, user=o.user_id,
                       created_at=o.created_at)
             for o in ops
         ],
-        next=ops[-1].rev if len(ops) == limit else None,
+        next=ops[-1].rev if more else None,
     )
 
 
@@ -203,7 +210,8 @@ async def list_snapshots(
     require(principal, doc_id, "read")
     if await store.get_document(doc_id) is None:
         raise _not_found(doc_id)
-    return [SnapshotOut(rev=s.rev, created_at=s.created_at) for s in await store.list_snapshots(doc_id)]
+    snapshots = await store.list_snapshots(doc_id)
+    return [SnapshotOut(rev=s.rev, created_at=s.created_at) for s in snapshots]
 
 
 @router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -8,14 +8,14 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import PlainTextResponse
 
 from collab.deps import PrincipalDep, ServicesDep, require
-from collab.schemas import TicketOut, TicketRequest
+from collab.schemas import TicketOut, TicketRequest, error_responses
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 
 @router.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=TicketOut,
-             tags=["auth"])
+             tags=["auth"], responses=error_responses(401, 403, 413, 422))
 async def create_ticket(body: TicketRequest, principal: PrincipalDep,
                         services: ServicesDep) -> TicketOut:
     """A single-use ticket for opening this document's WebSocket from a browser."""

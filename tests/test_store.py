@@ -1,0 +1,252 @@
+"""The storage contract, one suite run against SQLite and PostgreSQL (``database_url``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from collab import ot
+from collab.db import create_engine, create_session_factory
+from collab.store import SqlStore, StoredOp
+
+T0 = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    engine = create_engine(database_url)
+    try:
+        yield SqlStore(create_session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+def op_at(rev: int, op: ot.Op, *, src: str = "s", seq: int | None = None,
+          minutes: int = 0) -> StoredOp:
+    return StoredOp(rev, op, src, rev if seq is None else seq, "alice",
+                    T0 + timedelta(minutes=minutes or rev))
+
+
+async def test_ping(store: SqlStore) -> None:
+    await store.ping()
+
+
+async def test_create_and_get(store: SqlStore) -> None:
+    info = await store.create_document("doc-1", "Title ✓", "héllo 😀", T0)
+    assert info is not None
+    assert (info.id, info.title, info.rev, info.created_at, info.updated_at) == (
+        "doc-1", "Title ✓", 0, T0, T0)
+    got = await store.get_document("doc-1")
+    assert got == info
+    assert got.created_at.tzinfo is not None
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert await store.content_at("doc-1", 0) == "héllo 😀"
+    assert [s.rev for s in await store.list_snapshots("doc-1")] == [0]
+
+
+async def test_create_duplicate_returns_none(store: SqlStore) -> None:
+    assert await store.create_document("dup", "first", "a", T0) is not None
+    assert await store.create_document("dup", "second", "b", T0) is None
+    info = await store.get_document("dup")
+    assert info is not None
+    assert info.title == "first"
+    assert await store.content_at("dup", 0) == "a"
+
+
+async def test_unknown_document(store: SqlStore) -> None:
+    assert await store.get_document("nope") is None
+    assert await store.load_document("nope") is None
+    assert await store.load_ops("nope", after=0) == []
+    assert await store.find_rev("nope", "s", 1) is None
+    assert await store.list_snapshots("nope") == []
+    assert await store.rev_at("nope", T0) is None
+    assert await store.delete_document("nope") is False
+
+
+async def test_timezone_aware_times_round_trip_in_utc(store: SqlStore) -> None:
+    paris = datetime(2026, 11, 24, 11, 0, tzinfo=timezone(timedelta(hours=1)))
+    info = await store.create_document("tz", "", "", paris)
+    assert info is not None
+    got = await store.get_document("tz")
+    assert got is not None
+    assert got.created_at == paris
+    assert got.created_at.utcoffset() == timedelta(0)
+
+
+async def test_commit_appends_in_order(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    ops = [op_at(1, ["abc"]), op_at(2, [3, "def"]), op_at(3, [1, {"d": "bc"}])]
+    assert await store.commit("d", 0, ops[:2], None)
+    assert await store.commit("d", 2, ops[2:], None)
+    info = await store.get_document("d")
+    assert info is not None
+    assert info.rev == 3
+    assert info.updated_at == ops[-1].created_at
+    assert await store.load_ops("d", after=0) == ops
+    assert await store.load_ops("d", after=1) == ops[1:]
+    assert await store.load_ops("d", after=0, until=2) == ops[:2]
+    assert await store.load_ops("d", after=0, limit=1) == ops[:1]
+    assert await store.load_ops("d", after=3) == []
+    assert [await store.content_at("d", rev) for rev in range(4)] == [
+        "", "abc", "abcdef", "adef"]
+
+
+async def test_commit_of_nothing_succeeds(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    assert await store.commit("d", 0, [], None)
+    info = await store.get_document("d")
+    assert info is not None
+    assert info.rev == 0
+
+
+async def test_commit_on_a_moved_document_writes_nothing(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    assert await store.commit("d", 0, [op_at(1, ["a"], src="x")], None)
+    # A writer that still thinks the document is at revision 0 loses.
+    lost = [op_at(1, ["b"], src="y"), op_at(2, [1, "c"], src="y")]
+    assert not await store.commit("d", 0, lost, (2, "bc"))
+    info = await store.get_document("d")
+    assert info is not None
+    assert info.rev == 1
+    assert await store.load_ops("d", after=0) == [op_at(1, ["a"], src="x")]
+    assert [s.rev for s in await store.list_snapshots("d")] == [0]
+
+
+async def test_commit_on_a_missing_document_fails(store: SqlStore) -> None:
+    assert not await store.commit("ghost", 0, [op_at(1, ["a"])], None)
+    assert await store.load_ops("ghost", after=0) == []
+
+
+async def test_duplicate_src_seq_rolls_the_commit_back(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    assert await store.commit("d", 0, [op_at(1, ["a"], src="ed", seq=1)], None)
+    batch = [op_at(2, [1, "b"], src="other", seq=1), op_at(3, [2, "c"], src="ed", seq=1)]
+    assert not await store.commit("d", 1, batch, None)
+    info = await store.get_document("d")
+    assert info is not None
+    assert info.rev == 1
+    assert len(await store.load_ops("d", after=0)) == 1
+
+
+async def test_same_src_seq_on_two_documents_is_fine(store: SqlStore) -> None:
+    for doc in ("a", "b"):
+        await store.create_document(doc, "", "", T0)
+        assert await store.commit(doc, 0, [op_at(1, ["x"], src="ed", seq=1)], None)
+    assert await store.find_rev("a", "ed", 1) == 1
+    assert await store.find_rev("b", "ed", 1) == 1
+
+
+async def test_racing_commits_one_wins(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    results = await asyncio.gather(
+        *(store.commit("d", 0, [op_at(1, [f"w{i}"], src=f"w{i}")], None) for i in range(6))
+    )
+    assert sorted(results) == [False] * 5 + [True]
+    [stored] = await store.load_ops("d", after=0)
+    assert stored.src == f"w{results.index(True)}"
+
+
+async def test_find_rev(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    await store.commit("d", 0, [op_at(1, ["a"], src="ed", seq=1),
+                                op_at(2, ["b"], src="ed", seq=2)], None)
+    assert await store.find_rev("d", "ed", 2) == 2
+    assert await store.find_rev("d", "ed", 3) is None
+    assert await store.find_rev("d", "other", 1) is None
+
+
+async def test_snapshots_and_load(store: SqlStore) -> None:
+    await store.create_document("d", "", "start", T0)
+    text = "start"
+    ops = []
+    for rev in range(1, 8):
+        op: ot.Op = [len(text), str(rev)]
+        text = ot.apply(text, op)
+        ops.append(op_at(rev, op))
+        snapshot = (rev, text) if rev == 5 else None
+        assert await store.commit("d", rev - 1, [ops[-1]], snapshot)
+    assert [s.rev for s in await store.list_snapshots("d")] == [0, 5]
+    loaded = await store.load_document("d")
+    assert loaded is not None
+    assert loaded.info.rev == 7
+    assert (loaded.snapshot_rev, loaded.snapshot_content) == (5, "start12345")
+    assert loaded.ops == ops[5:]
+    assert await store.content_at("d", 7) == text
+    assert await store.content_at("d", 5) == "start12345"
+    assert await store.content_at("d", 3) == "start123"
+
+
+async def test_content_at_trusts_the_nearest_snapshot(store: SqlStore) -> None:
+    """content_at starts from the newest snapshot at or before the revision, not from 0."""
+    await store.create_document("d", "", "", T0)
+    await store.commit("d", 0, [op_at(1, ["a"]), op_at(2, [1, "b"])], None)
+    # A snapshot that disagrees with the ops proves which one the reader used.
+    await store.save_snapshot("d", 1, "Z", T0)
+    assert await store.content_at("d", 2) == "Zb"
+    assert await store.content_at("d", 0) == ""
+
+
+async def test_save_snapshot_is_idempotent(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    await store.commit("d", 0, [op_at(1, ["a"])], None)
+    await store.save_snapshot("d", 1, "a", T0)
+    await store.save_snapshot("d", 1, "other", T0 + timedelta(hours=1))
+    snapshots = await store.list_snapshots("d")
+    assert [(s.rev, s.created_at) for s in snapshots] == [(0, T0), (1, T0)]
+    assert await store.content_at("d", 1) == "a"
+
+
+async def test_list_documents_pages_in_id_order(store: SqlStore) -> None:
+    ids = ["b", "a", "c.1", "C", "a-2", "z_9"]
+    for doc_id in ids:
+        await store.create_document(doc_id, f"t-{doc_id}", "", T0)
+    expected = sorted(ids)
+    assert [d.id for d in await store.list_documents(None, 100, None)] == expected
+    page = await store.list_documents(None, 2, None)
+    assert [d.id for d in page] == expected[:2]
+    rest = await store.list_documents(page[-1].id, 100, None)
+    assert [d.id for d in rest] == expected[2:]
+    assert [d.id for d in await store.list_documents(None, 100, ["c.1", "a", "missing"])] == [
+        "a", "c.1"]
+    assert await store.list_documents(None, 100, []) == []
+    assert [d.id for d in await store.list_documents("a", 100, {"a", "b"})] == ["b"]
+
+
+async def test_delete_removes_everything(store: SqlStore) -> None:
+    await store.create_document("d", "", "x", T0)
+    await store.commit("d", 0, [op_at(1, ["a"], src="ed", seq=1)], (1, "ax"))
+    await store.create_document("keep", "", "k", T0)
+    assert await store.delete_document("d")
+    assert await store.get_document("d") is None
+    assert await store.load_ops("d", after=0) == []
+    assert await store.list_snapshots("d") == []
+    assert not await store.delete_document("d")
+    # The id can be reused with a fresh history, and (src, seq) starts over.
+    assert await store.create_document("d", "again", "", T0) is not None
+    assert await store.commit("d", 0, [op_at(1, ["b"], src="ed", seq=1)], None)
+    assert await store.content_at("d", 1) == "b"
+    assert await store.content_at("keep", 0) == "k"
+
+
+async def test_rev_at(store: SqlStore) -> None:
+    await store.create_document("d", "", "", T0)
+    await store.commit("d", 0, [op_at(1, ["a"], minutes=1), op_at(2, ["b"], minutes=2)], None)
+    await store.commit("d", 2, [op_at(3, ["c"], minutes=5)], None)
+    assert await store.rev_at("d", T0 - timedelta(seconds=1)) is None
+    assert await store.rev_at("d", T0) == 0
+    assert await store.rev_at("d", T0 + timedelta(seconds=30)) == 0
+    assert await store.rev_at("d", T0 + timedelta(minutes=1)) == 1
+    assert await store.rev_at("d", T0 + timedelta(minutes=4)) == 2
+    assert await store.rev_at("d", T0 + timedelta(days=1)) == 3
+
+
+async def test_large_and_unicode_text_round_trips(store: SqlStore) -> None:
+    big = "😀é\u0301\n\t\"'\\" * 20_000
+    await store.create_document("d", "", big, T0)
+    await store.commit("d", 0, [op_at(1, [len(big), "end 👋"])], None)
+    assert await store.content_at("d", 1) == big + "end 👋"
+    [stored] = await store.load_ops("d", after=0)
+    assert stored.op == [len(big), "end 👋"]
