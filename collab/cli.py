@@ -8,28 +8,48 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from fastapi import FastAPI
-
-from collab.app import create_app, drain, install_log_redaction
 from collab.auth import Access, mint_token
 from collab.settings import Settings
 
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
-class GracefulServer(uvicorn.Server):
-    """Drains the app (queued ops committed, sockets closed with 1001) before uvicorn's own
-    shutdown, which would otherwise close every WebSocket with 1012."""
+# The server's imports (FastAPI, uvicorn, SQLAlchemy) wait until `serve` needs them, so
+# `collab token` answers at once.
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
-        super().__init__(config)
-        self._collab_app = app
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        await drain(self._collab_app)
-        await super().shutdown(sockets)
+def graceful_server(config: uvicorn.Config, app: FastAPI) -> uvicorn.Server:
+    """A uvicorn server that drains the app (queued ops committed, sockets closed with 1001)
+    before uvicorn's own shutdown, which would otherwise close every WebSocket with 1012."""
+    import uvicorn
+
+    from collab.app import drain
+
+    class GracefulServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()
+            await drain(app)
+            await super().shutdown(sockets)
+
+    return GracefulServer(config)
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: object) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,  # memory per connection, and compression side channels
+        ws=settings.ws_backend,
+        log_level=log_level,
+        timeout_graceful_shutdown=15,
+        **where,  # type: ignore[arg-type]
+    )
 
 
 def _settings_for_serve(dev: bool) -> Settings:
@@ -54,19 +74,12 @@ def serve(args: argparse.Namespace) -> None:
 
         serve_workers(settings, args.host, args.port, args.workers, args.log_level)
         return
+    from collab.app import create_app, install_log_redaction
+
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
-        ws=settings.ws_backend,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=15,
-    )
+    config = uvicorn_config(app, settings, args.log_level, host=args.host, port=args.port)
     install_log_redaction()
-    GracefulServer(config, app).run()
+    graceful_server(config, app).run()
 
 
 def migrate(args: argparse.Namespace) -> None:

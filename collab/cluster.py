@@ -14,8 +14,6 @@ import socket
 import sys
 from types import FrameType
 
-import uvicorn
-
 from collab.db import is_sqlite
 from collab.settings import Settings
 
@@ -35,20 +33,12 @@ def refusal(settings: Settings, workers: int) -> str | None:
 
 def _worker(sock: socket.socket, settings_json: str, log_level: str) -> None:
     from collab.app import create_app, install_log_redaction
-    from collab.cli import GracefulServer
+    from collab.cli import graceful_server, uvicorn_config
 
     settings = Settings.model_validate_json(settings_json)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
-        ws=settings.ws_backend,
-        log_level=log_level,
-        timeout_graceful_shutdown=15,
-    )
     install_log_redaction()
-    GracefulServer(config, app).run(sockets=[sock])
+    graceful_server(uvicorn_config(app, settings, log_level), app).run(sockets=[sock])
 
 
 def serve_workers(
