@@ -129,11 +129,12 @@ class ServerProcess:
             "COLLAB_JWT_SECRET": SECRET,
             **self.env,
         }
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [COLLAB, "serve", "--port", str(self.port), "--log-level", "info", *self.args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-        )
+        # The child keeps its own copy of the descriptor; ours is closed at once.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [COLLAB, "serve", "--port", str(self.port), "--log-level", "info", *self.args],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
