@@ -70,11 +70,11 @@ def _principal(claims: dict[str, Any]) -> Principal:
     if not isinstance(name, str):
         raise AuthError("invalid token: 'name' must be a string")
     docs = claims.get("docs")
-    if docs is not None:
-        if not isinstance(docs, dict) or not all(
-            isinstance(k, str) and v in ("read", "write") for k, v in docs.items()
-        ):
-            raise AuthError("invalid token: 'docs' maps document ids to 'read' or 'write'")
+    if docs is not None and (
+        not isinstance(docs, dict)
+        or not all(isinstance(k, str) and v in ("read", "write") for k, v in docs.items())
+    ):
+        raise AuthError("invalid token: 'docs' maps document ids to 'read' or 'write'")
     exp = claims["exp"]
     return Principal(sub=sub, name=name[:256], docs=docs, expires_at=float(exp))
 

@@ -1,4 +1,8 @@
-"""Shared test helpers: databases per test, a real server process, frame waiting."""
+"""Shared test helpers: databases per test, a real server process, frame waiting.
+
+The waiting helpers take ``timeout=`` like ``asyncio.wait_for`` (hence the ASYNC109 noqa):
+every wait in a test is bounded, and the call sites stay one line.
+"""
 
 from __future__ import annotations
 
@@ -162,7 +166,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
     """Waits until ``predicate()`` holds, yielding to the loop between checks."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -171,13 +175,13 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
         await asyncio.sleep(0.01)
 
 
-async def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
+async def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         frame: dict[str, Any] = json.loads(await ws.recv())
         return frame
 
 
-async def recv_until(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+async def recv_until(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
     """Receives frames until one of type ``kind`` (looking inside ``ops`` batches)."""
     async with asyncio.timeout(timeout):
         while True:
