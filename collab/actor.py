@@ -9,6 +9,7 @@ peer's bounded outbox, drained by that peer's own writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -136,7 +137,11 @@ def _wire(stored: StoredOp) -> dict[str, Any]:
 
 def _unwire(item: dict[str, Any]) -> StoredOp:
     return StoredOp(
-        item["rev"], item["op"], item["src"], item["seq"], item["user"],
+        item["rev"],
+        item["op"],
+        item["src"],
+        item["seq"],
+        item["user"],
         datetime.fromisoformat(item["at"]),
     )
 
@@ -192,10 +197,9 @@ class DocumentActor:
     def release(self) -> None:
         self._leases -= 1
         if self._leases == 0 and self._running:
-            try:
+            # A full inbox means busy, so not idle: the loop re-checks after that batch anyway.
+            with contextlib.suppress(asyncio.QueueFull):
                 self._inbox.put_nowait(Wake())
-            except asyncio.QueueFull:
-                pass  # busy, so not idle: the loop re-checks after this batch anyway
 
     async def submit(self, submission: Submission, origin: Peer | None) -> asyncio.Future[int]:
         """Queues an op; the returned future resolves to its revision once it is durable."""
@@ -362,7 +366,7 @@ class DocumentActor:
         return self._state
 
     async def _handle(self, messages: list[Message]) -> bool:
-        """Handles a run of ready messages; returns False if the document must not be snapshotted."""
+        """Handles a run of ready messages; False means: do not snapshot (it was deleted)."""
         pending: list[Submit] = []
         if not all(isinstance(m, _BACKGROUND) for m in messages):
             self._last_activity = time.monotonic()
@@ -483,7 +487,9 @@ class DocumentActor:
         ]
         for peer in self._peers.values():
             items = [
-                protocol.ack_frame(stored.seq, stored.rev) if origin_of[stored.rev] is peer else frame
+                protocol.ack_frame(stored.seq, stored.rev)
+                if origin_of[stored.rev] is peer
+                else frame
                 for stored, frame in zip(batch.ops, encoded, strict=True)
             ]
             peer.send(protocol.batch_frame(items))
@@ -499,7 +505,9 @@ class DocumentActor:
 
     def _refuse(self, submit: Submit, error: SubmitError) -> None:
         if submit.origin is not None and submit.reply is None:
-            submit.origin.send(protocol.error_frame(error.code, error.message, submit.submission.seq))
+            submit.origin.send(
+                protocol.error_frame(error.code, error.message, submit.submission.seq)
+            )
         if submit.reply is not None and not submit.reply.done():
             submit.reply.set_exception(error)
 
@@ -523,13 +531,19 @@ class DocumentActor:
             "user": {"id": peer.user_id, "name": peer.name},
             "access": getattr(peer, "access", "write"),
             "peers": [
-                {"client": p.client_id, "user": p.user_id, "name": p.name,
-                 "cursor": self._cursor_now(p.cursor, self._cursor_revs.get(p.client_id))}
+                {
+                    "client": p.client_id,
+                    "user": p.user_id,
+                    "name": p.name,
+                    "cursor": self._cursor_now(p.cursor, self._cursor_revs.get(p.client_id)),
+                }
                 for p in self._peers.values()
             ]
             + [
-                {**{key: remote[key] for key in ("client", "user", "name")},
-                 "cursor": self._cursor_now(remote["cursor"], remote.get("rev"))}
+                {
+                    **{key: remote[key] for key in ("client", "user", "name")},
+                    "cursor": self._cursor_now(remote["cursor"], remote.get("rev")),
+                }
                 for remote in self._remote_peers.values()
             ],
         }
@@ -547,8 +561,15 @@ class DocumentActor:
             other.send(announce)
         self._peers[peer.client_id] = peer
         self._metrics.connections += 1
-        self._publish({"kind": "join", "client": peer.client_id, "user": peer.user_id,
-                       "name": peer.name, "cursor": None})
+        self._publish(
+            {
+                "kind": "join",
+                "client": peer.client_id,
+                "user": peer.user_id,
+                "name": peer.name,
+                "cursor": None,
+            }
+        )
 
     async def _ops_since(self, since: int) -> list[StoredOp] | None:
         state = self.state
@@ -566,8 +587,9 @@ class DocumentActor:
         self._cursor_revs.pop(peer.client_id, None)
         self._metrics.connections -= 1
         self._announce_leave(peer.client_id, peer.user_id, peer.name)
-        self._publish({"kind": "leave", "client": peer.client_id, "user": peer.user_id,
-                       "name": peer.name})
+        self._publish(
+            {"kind": "leave", "client": peer.client_id, "user": peer.user_id, "name": peer.name}
+        )
 
     def _announce_leave(self, client_id: str, user_id: str, name: str) -> None:
         frame = protocol.encode(
@@ -599,8 +621,16 @@ class DocumentActor:
         for other in self._peers.values():
             if other is not peer:
                 other.send_presence(peer.client_id, frame)
-        self._publish({"kind": "presence", "client": peer.client_id, "user": peer.user_id,
-                       "name": peer.name, "cursor": cursor, "rev": state.rev})
+        self._publish(
+            {
+                "kind": "presence",
+                "client": peer.client_id,
+                "user": peer.user_id,
+                "name": peer.name,
+                "cursor": cursor,
+                "rev": state.rev,
+            }
+        )
 
     def _cursor_now(self, cursor: dict[str, int] | None, rev: int | None) -> dict[str, int] | None:
         """A stored cursor, valid at ``rev``, moved over the ops since (None if not held)."""
@@ -634,30 +664,52 @@ class DocumentActor:
             client = message["client"]
             known = client in self._remote_peers
             self._remote_peers[client] = {
-                "client": client, "user": message["user"], "name": message["name"],
-                "cursor": message.get("cursor"), "node": message["node"],
+                "client": client,
+                "user": message["user"],
+                "name": message["name"],
+                "cursor": message.get("cursor"),
+                "node": message["node"],
                 "rev": message.get("rev"),
             }
             if kind == "join" or not known:
-                frame = protocol.encode({"type": "join", "client": client,
-                                         "user": message["user"], "name": message["name"]})
+                frame = protocol.encode(
+                    {
+                        "type": "join",
+                        "client": client,
+                        "user": message["user"],
+                        "name": message["name"],
+                    }
+                )
                 for peer in self._peers.values():
                     peer.send(frame)
             if kind == "presence":
-                frame = protocol.encode({"type": "presence", "client": client,
-                                         "user": message["user"], "name": message["name"],
-                                         "cursor": message.get("cursor"), "rev": message["rev"]})
+                frame = protocol.encode(
+                    {
+                        "type": "presence",
+                        "client": client,
+                        "user": message["user"],
+                        "name": message["name"],
+                        "cursor": message.get("cursor"),
+                        "rev": message["rev"],
+                    }
+                )
                 for peer in self._peers.values():
                     peer.send_presence(client, frame)
         elif kind == "who":
             for peer in self._peers.values():
                 cursor = self._cursor_now(peer.cursor, self._cursor_revs.get(peer.client_id))
-                self._publish({"kind": "presence", "client": peer.client_id,
-                               "user": peer.user_id, "name": peer.name, "cursor": cursor,
-                               "rev": self.state.rev})
-        elif kind == "leave":
-            if self._remote_peers.pop(message["client"], None) is not None:
-                self._announce_leave(message["client"], message["user"], message["name"])
+                self._publish(
+                    {
+                        "kind": "presence",
+                        "client": peer.client_id,
+                        "user": peer.user_id,
+                        "name": peer.name,
+                        "cursor": cursor,
+                        "rev": self.state.rev,
+                    }
+                )
+        elif kind == "leave" and self._remote_peers.pop(message["client"], None) is not None:
+            self._announce_leave(message["client"], message["user"], message["name"])
 
     async def _resync(self) -> None:
         """Catches up with ops committed by other processes, from the database."""

@@ -120,8 +120,10 @@ class BodySizeLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -210,8 +212,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(misc.router)
     if settings.dev:
         app.include_router(dev.router)
-    app.mount("/static", StaticFiles(directory=str(files("collab").joinpath("static"))),
-              name="static")
+    app.mount(
+        "/static", StaticFiles(directory=str(files("collab").joinpath("static"))), name="static"
+    )
 
     @app.websocket("/ws/documents/{doc_id}")
     async def document_socket(websocket: WebSocket, doc_id: str) -> None:

@@ -142,8 +142,13 @@ def parser() -> argparse.ArgumentParser:
     p_token = commands.add_parser("token", help="print a signed token")
     p_token.add_argument("--sub", required=True)
     p_token.add_argument("--name")
-    p_token.add_argument("--doc", action="append", type=_doc_grant, default=[],
-                         help="ID=read|write, repeatable; ID may be '*'")
+    p_token.add_argument(
+        "--doc",
+        action="append",
+        type=_doc_grant,
+        default=[],
+        help="ID=read|write, repeatable; ID may be '*'",
+    )
     p_token.add_argument("--ttl", type=int, default=3600)
     p_token.set_defaults(func=token)
     return root
@@ -156,4 +161,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

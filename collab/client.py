@@ -134,8 +134,13 @@ class OTClientState:
 
     def pending_frame(self) -> Frame:
         assert self.pending is not None
-        return {"type": "op", "rev": self.rev, "op": self.pending.op, "src": self.src,
-                "seq": self.pending.seq}
+        return {
+            "type": "op",
+            "rev": self.rev,
+            "op": self.pending.op,
+            "src": self.src,
+            "seq": self.pending.seq,
+        }
 
     def set_cursor(self, cursor: dict[str, int] | None) -> list[Frame]:
         self.cursor = cursor
@@ -178,13 +183,24 @@ class OTClientState:
             del fx.send[sends:]  # what is still pending is sent once, below
             if fx.reconnect or ("ops" not in frame and frame["rev"] != self.rev):
                 fx.reconnect = False
-                fx.events.append(ClientEvent("error", {
-                    "code": "resync", "message": "cannot rebase on the server's revision "
-                    f"{frame['rev']}: unacknowledged local edits are dropped"}))
+                fx.events.append(
+                    ClientEvent(
+                        "error",
+                        {
+                            "code": "resync",
+                            "message": "cannot rebase on the server's revision "
+                            f"{frame['rev']}: unacknowledged local edits are dropped",
+                        },
+                    )
+                )
                 self._reset(frame["content"], frame["rev"], fx)
             elif self.confirmed != frame["content"]:
-                fx.events.append(ClientEvent("error", {
-                    "code": "resync", "message": "rebased text differs from the server's"}))
+                fx.events.append(
+                    ClientEvent(
+                        "error",
+                        {"code": "resync", "message": "rebased text differs from the server's"},
+                    )
+                )
                 self._reset(frame["content"], frame["rev"], fx)
             if self.pending is not None:
                 fx.send.append(self.pending_frame())
@@ -196,8 +212,11 @@ class OTClientState:
         if self.pending is None or seq != self.pending.seq:
             return  # a second ack of a resend we already took as acked
         if rev != self.rev + 1:
-            fx.events.append(ClientEvent("error", {
-                "code": "gap", "message": f"ack at {rev}, expected {self.rev + 1}"}))
+            fx.events.append(
+                ClientEvent(
+                    "error", {"code": "gap", "message": f"ack at {rev}, expected {self.rev + 1}"}
+                )
+            )
             fx.reconnect = True
             return
         self.confirmed = ot.apply(self.confirmed, self.pending.op)
@@ -219,8 +238,11 @@ class OTClientState:
         if rev <= self.rev:
             return
         if rev != self.rev + 1:
-            fx.events.append(ClientEvent("error", {
-                "code": "gap", "message": f"op at {rev}, expected {self.rev + 1}"}))
+            fx.events.append(
+                ClientEvent(
+                    "error", {"code": "gap", "message": f"op at {rev}, expected {self.rev + 1}"}
+                )
+            )
             fx.reconnect = True
             return
         s = ot.normalize(frame["op"])
@@ -232,8 +254,10 @@ class OTClientState:
                 self.pending.op, applied = ot.transform(p, s, "left"), ot.transform(s, p, "right")
             if self.buffer is not None:
                 b = self.buffer
-                self.buffer, applied = ot.transform(b, applied, "left"), ot.transform(
-                    applied, b, "right")
+                self.buffer, applied = (
+                    ot.transform(b, applied, "left"),
+                    ot.transform(applied, b, "right"),
+                )
             self.text = ot.apply(self.text, applied)
         except ot.InvalidOp as error:
             fx.events.append(ClientEvent("error", {"code": "apply_failed", "message": str(error)}))
@@ -278,8 +302,9 @@ class OTClientState:
         for client in list(self.peers):
             if client not in current:
                 gone = self.peers.pop(client)
-                fx.events.append(ClientEvent("leave", {"client": client, "user": gone.user,
-                                                       "name": gone.name}))
+                fx.events.append(
+                    ClientEvent("leave", {"client": client, "user": gone.user, "name": gone.name})
+                )
         for client, p in current.items():
             if client not in self.peers:
                 fx.events.append(ClientEvent("join", dict(p)))
@@ -303,8 +328,9 @@ class CollabClient:
     max_delay = 5.0
     retry_delay = 0.5
 
-    def __init__(self, url: str, doc_id: str, token: str, src: str, auth: Auth,
-                 auto_reconnect: bool) -> None:
+    def __init__(
+        self, url: str, doc_id: str, token: str, src: str, auth: Auth, auto_reconnect: bool
+    ) -> None:
         self.doc_id = doc_id
         self._url, self._token, self._auth = url, token, auth
         self._auto_reconnect = auto_reconnect
@@ -318,9 +344,16 @@ class CollabClient:
         self._changed = asyncio.Event()
 
     @classmethod
-    async def connect(cls, base_url_or_ws_url: str, doc_id: str, token: str, *,
-                      src: str | None = None, auto_reconnect: bool = True,
-                      auth: Auth = "header") -> CollabClient:
+    async def connect(
+        cls,
+        base_url_or_ws_url: str,
+        doc_id: str,
+        token: str,
+        *,
+        src: str | None = None,
+        auto_reconnect: bool = True,
+        auth: Auth = "header",
+    ) -> CollabClient:
         """Opens the document and waits for its ``init``.
 
         ``base_url_or_ws_url``: ``http(s)://host:port``, ``ws(s)://host:port`` or the document's
@@ -392,8 +425,9 @@ class CollabClient:
 
     def set_cursor(self, anchor: int | None, head: int | None = None) -> None:
         """Our cursor (``None`` clears it); sent as presence whenever nothing is pending."""
-        cursor = None if anchor is None else {"anchor": anchor,
-                                              "head": anchor if head is None else head}
+        cursor = (
+            None if anchor is None else {"anchor": anchor, "head": anchor if head is None else head}
+        )
         self._queue_frames(self.core.set_cursor(cursor))
 
     def subscribe(self) -> asyncio.Queue[ClientEvent]:
@@ -498,8 +532,10 @@ class CollabClient:
         scheme, netloc, _, _, _ = urlsplit(self._url)
         http = {"ws": "http", "wss": "https"}[scheme]
         request = urllib.request.Request(
-            f"{http}://{netloc}/tickets", json.dumps({"doc": self.doc_id}).encode(),
-            {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
+            f"{http}://{netloc}/tickets",
+            json.dumps({"doc": self.doc_id}).encode(),
+            {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
 
         def post() -> str:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -526,8 +562,11 @@ class CollabClient:
                 try:
                     self._ws = await self._open()
                 except (InvalidStatus, urllib.error.HTTPError) as error:
-                    status = (error.code if isinstance(error, urllib.error.HTTPError)
-                              else error.response.status_code)
+                    status = (
+                        error.code
+                        if isinstance(error, urllib.error.HTTPError)
+                        else error.response.status_code
+                    )
                     stop = _STOP_HTTP.get(status)
                     if stop is not None:  # refused (token expired, document gone): give up
                         self._set_status(stop, code=status)

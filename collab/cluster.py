@@ -23,11 +23,15 @@ def refusal(settings: Settings, workers: int) -> str | None:
     if workers <= 1:
         return None
     if not settings.redis_url:
-        return ("--workers > 1 needs COLLAB_REDIS_URL: each process forwards the others' "
-                "ops to its own clients through Redis")
+        return (
+            "--workers > 1 needs COLLAB_REDIS_URL: each process forwards the others' "
+            "ops to its own clients through Redis"
+        )
     if is_sqlite(settings.database_url):
-        return ("--workers > 1 needs a shared PostgreSQL database in COLLAB_DATABASE_URL "
-                "(postgresql+asyncpg://…), not SQLite")
+        return (
+            "--workers > 1 needs a shared PostgreSQL database in COLLAB_DATABASE_URL "
+            "(postgresql+asyncpg://…), not SQLite"
+        )
     return None
 
 
@@ -63,8 +67,7 @@ def serve_workers(
     ]
     for process in processes:
         process.start()
-    print(f"collab: {workers} workers on http://{host}:{port} (pid {os.getpid()})",
-          file=sys.stderr)
+    print(f"collab: {workers} workers on http://{host}:{port} (pid {os.getpid()})", file=sys.stderr)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for process in processes:

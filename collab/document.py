@@ -154,8 +154,9 @@ class DocumentState:
             except ot.InvalidOp as error:
                 outcome.error = SubmitError("invalid_op", str(error))
                 continue
-            stored = StoredOp(batch.rev + 1, op, submission.src, submission.seq,
-                              submission.user_id, now)
+            stored = StoredOp(
+                batch.rev + 1, op, submission.src, submission.seq, submission.user_id, now
+            )
             batch.text = text
             batch.ops.append(stored)
             staged_by_src_seq[key] = stored.rev

@@ -162,8 +162,9 @@ class RedisFanout:
 
     def _lost(self, error: BaseException) -> None:
         if self._healthy:
-            log.warning("Redis unreachable (%s); serving local clients, polling the database",
-                        error)
+            log.warning(
+                "Redis unreachable (%s); serving local clients, polling the database", error
+            )
         self._healthy = False
 
     async def _listen(self) -> None:

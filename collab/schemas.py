@@ -124,4 +124,3 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Declares error answers in /openapi.json; a declared 422 replaces FastAPI's own, whose
     list-only ``detail`` does not describe the 422 of an op that does not fit its document."""
     return {code: {"model": ErrorOut} for code in codes}
-

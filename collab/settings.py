@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     def secret_is_usable(self) -> bool:
         # HS256 wants a key at least as long as its 32-byte output (RFC 7518 §3.2).
         secret = self.jwt_secret
-        return secret is not None and secret.strip() not in _PLACEHOLDER_SECRETS and len(
-            secret.encode()
-        ) >= 32
+        return (
+            secret is not None
+            and secret.strip() not in _PLACEHOLDER_SECRETS
+            and len(secret.encode()) >= 32
+        )

@@ -61,8 +61,13 @@ class RedisTicketStore:
     async def issue(self, principal: Principal, doc_id: str, ttl: float) -> str:
         ticket = secrets.token_urlsafe(32)
         payload = json.dumps(
-            {"doc": doc_id, "sub": principal.sub, "name": principal.name,
-             "docs": principal.docs, "exp": principal.expires_at}
+            {
+                "doc": doc_id,
+                "sub": principal.sub,
+                "name": principal.name,
+                "docs": principal.docs,
+                "exp": principal.expires_at,
+            }
         )
         await self._redis.set(f"{self._prefix}ticket:{ticket}", payload, ex=max(1, int(ttl)))
         return ticket
@@ -74,5 +79,6 @@ class RedisTicketStore:
         data = json.loads(raw)
         if data["doc"] != doc_id:
             return None
-        return Principal(sub=data["sub"], name=data["name"], docs=data["docs"],
-                         expires_at=data["exp"])
+        return Principal(
+            sub=data["sub"], name=data["name"], docs=data["docs"], expires_at=data["exp"]
+        )

@@ -165,8 +165,9 @@ async def get_history(
     ops = ops[:limit]
     return History(
         ops=[
-            HistoryOp(rev=o.rev, op=o.op, src=o.src, seq=o.seq, user=o.user_id,
-                      created_at=o.created_at)
+            HistoryOp(
+                rev=o.rev, op=o.op, src=o.src, seq=o.seq, user=o.user_id, created_at=o.created_at
+            )
             for o in ops
         ],
         next=ops[-1].rev if more else None,

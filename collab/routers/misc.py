@@ -14,10 +14,16 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-@router.post("/tickets", status_code=status.HTTP_201_CREATED, response_model=TicketOut,
-             tags=["auth"], responses=error_responses(401, 403, 413, 422))
-async def create_ticket(body: TicketRequest, principal: PrincipalDep,
-                        services: ServicesDep) -> TicketOut:
+@router.post(
+    "/tickets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TicketOut,
+    tags=["auth"],
+    responses=error_responses(401, 403, 413, 422),
+)
+async def create_ticket(
+    body: TicketRequest, principal: PrincipalDep, services: ServicesDep
+) -> TicketOut:
     """A single-use ticket for opening this document's WebSocket from a browser."""
     require(principal, body.doc, "read")
     ttl = services.settings.ticket_ttl_seconds
