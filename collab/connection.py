@@ -135,8 +135,9 @@ class Connection:
             if text is None:
                 self.send(protocol.error_frame("bad_message", "frames are JSON text, not binary"))
                 continue
-            if len(text) > max_bytes or (len(text) * 4 > max_bytes and
-                                         len(text.encode("utf-8", "surrogatepass")) > max_bytes):
+            if len(text) > max_bytes or (
+                len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+            ):
                 self.close(CLOSE_TOO_BIG, f"frame larger than {max_bytes} bytes", flush=False)
                 return
             try:
@@ -278,7 +279,15 @@ async def serve_socket(websocket: WebSocket, doc_id: str, services: Services) ->
                 await deny(websocket, 404, f"no document {doc_id!r}")
                 return
             await services.store.create_document(doc_id, "", "", utcnow())
-            actor = await stack.enter_async_context(services.registry.lease(doc_id))
+            # A concurrent first joiner may have started an actor whose load ran before the
+            # row existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
+            for attempt in range(3):
+                try:
+                    actor = await stack.enter_async_context(services.registry.lease(doc_id))
+                    break
+                except DocumentNotFound:
+                    if attempt == 2:
+                        raise
         await websocket.accept()
         connection = Connection(websocket, principal, access, services)
         expiry = asyncio.get_running_loop().call_later(

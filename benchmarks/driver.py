@@ -1,0 +1,540 @@
+"""One load-generating process of the benchmark: many WebSocket clients in one event loop.
+
+``run.py`` starts several of these so the clients do not share one core with each other or
+with the server. Each process talks JSON lines with ``run.py``:
+
+    stdin   {"protocol": ..., "clients": [[doc, src], ...], "mode": ..., ...}   (the config)
+    stdout  {"event": "ready", ...}        every client connected and synced
+    stdin   {"cmd": "go", "start": t, "measure": t, "end": t}   (time.monotonic() values)
+    stdout  {"event": "drained", "revs": {doc: rev}}   clients idle, nothing in flight
+    stdin   {"cmd": "verify", "revs": {doc: rev}}   the final revision of every document
+    stdout  {"event": "done", "stats": {...}, "hashes": {doc: [sha1 of each client's text]}}
+
+Every client is a real editor: it keeps its text in sync by OT exactly as SPEC §4 says (a
+pending op and a local buffer transformed over each incoming op, "left" for ours, "right" for
+theirs), so the ops it sends are valid against the server's document and the final texts can
+be compared. Clients type at a cursor; each insert is a token ``[t]`` where ``t`` is
+``time.monotonic_ns() // 1000`` when it was typed. CLOCK_MONOTONIC is system-wide on Linux, so a
+peer in another process reads the latency of a keystroke straight from the op it receives.
+
+Two protocol adapters speak to the servers: collab's frames (SPEC §4) and ShareDB's wire
+protocol (``hs`` handshake, ``s`` subscribe, ``op`` with ``v``/``src``/``seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+    uvloop = None
+
+from fastot import apply, compose, transform, transform_position
+
+# A document grows to about this many characters; then each keystroke also deletes as many
+# characters as it inserts, so the text (and the cost of applying an op) stays bounded.
+TARGET_LENGTH = 2000
+CONNECT_CONCURRENCY = 64
+DRAIN_TIMEOUT = 20.0
+VERIFY_TIMEOUT = 20.0
+
+
+class Histogram:
+    """Latencies in log-spaced bins (2 % wide, 1 µs … ~100 s): mergeable, small, ±1 %."""
+
+    BASE = 1e-6
+    STEP = math.log(1.02)
+    SIZE = 950
+
+    def __init__(self, counts: list[int] | None = None) -> None:
+        self.counts = counts if counts is not None else [0] * self.SIZE
+
+    def add(self, seconds: float) -> None:
+        if seconds <= self.BASE:
+            index = 0
+        else:
+            index = min(int(math.log(seconds / self.BASE) / self.STEP), self.SIZE - 1)
+        self.counts[index] += 1
+
+    def merge(self, other: Histogram) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def percentile(self, p: float) -> float | None:
+        """The p-th percentile in seconds (bin midpoint), or None without samples."""
+        total = self.total
+        if total == 0:
+            return None
+        rank = max(1, math.ceil(total * p / 100))
+        seen = 0
+        for index, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                return self.BASE * math.exp((index + 0.5) * self.STEP)
+        return None
+
+
+def stamps(op: list[Any]) -> Iterator[int]:
+    """The typing times (µs) carried by the inserts of an op."""
+    for c in op:
+        if c.__class__ is str and c[0] == "[" and c[-1] == "]":
+            for piece in c[1:-1].split("]["):
+                if piece.isdigit():
+                    yield int(piece)
+
+
+# -- protocol adapters -----------------------------------------------------------------------
+
+
+class CollabProtocol:
+    """collab's frames: ``init``, ``op``/``ack`` possibly batched in ``ops`` (SPEC §4)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def url(self, doc: str) -> str:
+        return f"{self.base_url}/ws/documents/{doc}?token={self.token}"
+
+    async def open(self, ws: ClientConnection, client: Client) -> None:
+        frame = orjson.loads(await ws.recv())
+        if frame.get("type") != "init":
+            raise RuntimeError(f"expected init, got {frame!r}")
+        client.text = frame["content"]
+        client.rev = frame["rev"]
+
+    def encode_op(self, client: Client, op: list[Any], seq: int) -> bytes:
+        return orjson.dumps(
+            {"type": "op", "rev": client.rev, "op": op, "src": client.src, "seq": seq}
+        )
+
+    def handle(self, client: Client, raw: str | bytes) -> None:
+        frame = orjson.loads(raw)
+        kind = frame["type"]
+        if kind == "ops":
+            for item in frame["items"]:
+                self._item(client, item)
+        else:
+            self._item(client, frame)
+
+    @staticmethod
+    def _item(client: Client, item: dict[str, Any]) -> None:
+        kind = item["type"]
+        if kind == "op":
+            client.on_remote(item["op"], item["rev"] - 1)
+        elif kind == "ack":
+            client.on_ack(item["seq"], item["rev"])
+        elif kind == "error":
+            client.on_error(item)
+
+
+class ShareDBProtocol:
+    """ShareDB 7's wire protocol (lib/agent.js, lib/client/connection.js and doc.js)."""
+
+    COLLECTION = "bench"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def url(self, doc: str) -> str:
+        return self.base_url
+
+    async def open(self, ws: ClientConnection, client: Client) -> None:
+        init = orjson.loads(await ws.recv())  # the legacy "init" the agent sends first
+        if init.get("a") != "init":
+            raise RuntimeError(f"expected init, got {init!r}")
+        # Our handshake id becomes the agent's src, so acks carry the src we chose.
+        await ws.send(orjson.dumps(
+            {"a": "hs", "id": client.src, "protocol": 1, "protocolMinor": 2}).decode())
+        reply = orjson.loads(await ws.recv())
+        if reply.get("a") != "hs" or reply.get("id") != client.src:
+            raise RuntimeError(f"bad handshake reply {reply!r}")
+        await ws.send(orjson.dumps(
+            {"a": "s", "c": self.COLLECTION, "d": client.doc, "v": None}).decode())
+        while True:
+            reply = orjson.loads(await ws.recv())
+            if reply.get("a") == "s":
+                break
+        if "error" in reply:
+            raise RuntimeError(f"subscribe failed: {reply['error']!r}")
+        data = reply["data"]
+        client.text = data["data"]
+        client.rev = data["v"]
+
+    def encode_op(self, client: Client, op: list[Any], seq: int) -> bytes:
+        return orjson.dumps({
+            "a": "op", "c": self.COLLECTION, "d": client.doc, "v": client.rev,
+            "src": client.src, "seq": seq, "op": op,
+        })
+
+    def handle(self, client: Client, raw: str | bytes) -> None:
+        message = orjson.loads(raw)
+        if message.get("a") != "op":
+            return
+        if "error" in message:
+            client.on_error(message)
+        elif "op" in message:
+            client.on_remote(message["op"], message["v"])
+        elif message.get("src") == client.src:
+            # The ack names the version the op was applied at; the document is one past it.
+            client.on_ack(message["seq"], message["v"] + 1)
+
+
+Protocol = CollabProtocol | ShareDBProtocol
+
+
+# -- one editor ------------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, driver: Driver, doc: str, src: str, seed: int) -> None:
+        self.driver = driver
+        self.doc = doc
+        self.src = src
+        self.rng = random.Random(seed)
+        self.ws: ClientConnection | None = None
+        self.text = ""
+        self.rev = 0
+        self.seq = 0
+        self.cursor = 0
+        self.pending: list[Any] | None = None
+        self.pending_seq = 0
+        self.pending_sent = 0.0
+        self.buffer: list[Any] | None = None
+        self.outgoing: bytes | None = None
+        self.closed = False
+
+    # -- typing --------------------------------------------------------------------------
+
+    def type_one(self) -> None:
+        """One keystroke at the cursor: applied locally, then sent or buffered."""
+        token = f"[{time.monotonic_ns() // 1000}]"
+        length = len(self.text)
+        cursor = min(self.cursor, length)
+        delete = 0
+        if length >= TARGET_LENGTH:
+            delete = len(token)
+            if length - cursor < delete:
+                if self.pending is None and self.buffer is None:
+                    cursor = self.rng.randrange(0, length - delete + 1)
+                else:
+                    delete = 0  # never move the cursor into text that is still in flight
+        op: list[Any] = [cursor, token] if cursor else [token]
+        if delete:
+            op.append({"d": delete})
+        self.text = apply(self.text, op)
+        self.cursor = cursor + len(token)
+        self.driver.typed += self.driver.measuring
+        if self.pending is None:
+            self._send(op)
+        elif self.buffer is None:
+            self.buffer = op
+        else:
+            self.buffer = compose(self.buffer, op)
+
+    def _send(self, op: list[Any]) -> None:
+        self.seq += 1
+        self.pending = op
+        self.pending_seq = self.seq
+        self.pending_sent = time.monotonic()
+        self.outgoing = self.driver.protocol.encode_op(self, op, self.seq)
+
+    # -- incoming ------------------------------------------------------------------------
+
+    def on_remote(self, op: list[Any], at_rev: int) -> None:
+        driver = self.driver
+        if at_rev != self.rev:
+            if at_rev < self.rev:
+                return  # ShareDB may send an op twice (submit reply and subscription)
+            driver.gaps += 1
+            raise RuntimeError(f"{self.src}: op at {at_rev}, expected {self.rev}")
+        now = time.monotonic()
+        if driver.measure_from <= now < driver.end:
+            driver.deliveries += 1
+            now_us = time.monotonic_ns() // 1000
+            peer = driver.peer
+            for typed in stamps(op):
+                peer.add((now_us - typed) / 1e6)
+        pending = self.pending
+        if pending is not None:
+            op, self.pending = transform(op, pending, "right"), transform(pending, op, "left")
+        buffer = self.buffer
+        if buffer is not None:
+            op, self.buffer = transform(op, buffer, "right"), transform(buffer, op, "left")
+        self.text = apply(self.text, op)
+        self.cursor = transform_position(self.cursor, op)
+        self.rev += 1
+        driver.changed.set()
+
+    def on_ack(self, seq: int, rev: int) -> None:
+        driver = self.driver
+        if self.pending is None or seq != self.pending_seq or rev != self.rev + 1:
+            driver.errors += 1
+            raise RuntimeError(f"{self.src}: unexpected ack {seq}@{rev} at {self.rev}")
+        now = time.monotonic()
+        self.rev = rev
+        self.pending = None
+        driver.changed.set()
+        if driver.measure_from <= now < driver.end:
+            driver.acks += 1
+            driver.ack.add(now - self.pending_sent)
+        if self.buffer is not None:
+            buffer, self.buffer = self.buffer, None
+            self._send(buffer)
+        elif driver.mode == "closed" and driver.start <= now < driver.end:
+            self.type_one()
+
+    def on_error(self, frame: dict[str, Any]) -> None:
+        self.driver.errors += 1
+        if self.driver.errors <= 5:
+            print(f"driver: {self.src}: error {frame!r}", file=sys.stderr)
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        protocol = self.driver.protocol
+        self.ws = await connect(
+            protocol.url(self.doc),
+            compression=None,
+            max_size=None,
+            max_queue=None,
+            ping_interval=None,
+            close_timeout=2,
+            open_timeout=60,
+            proxy=None,
+            user_agent_header=None,
+        )
+        await protocol.open(self.ws, self)
+
+    async def read_loop(self) -> None:
+        assert self.ws is not None
+        handle = self.driver.protocol.handle
+        driver = self.driver
+        try:
+            async for raw in self.ws:
+                if driver.measure_from <= time.monotonic() < driver.end:
+                    driver.messages += 1
+                handle(self, raw)
+                if self.outgoing is not None:
+                    await self.flush()
+        except ConnectionClosed:
+            pass
+        except RuntimeError as error:
+            # A protocol surprise (gap, stray ack): count it, stop this client, keep the run.
+            driver.failures.append(str(error))
+            await self.ws.close()
+        finally:
+            self.closed = True
+            driver.changed.set()
+
+    async def flush(self) -> None:
+        if self.outgoing is not None and self.ws is not None:
+            outgoing, self.outgoing = self.outgoing, None
+            await self.ws.send(outgoing, text=True)
+
+    @property
+    def idle(self) -> bool:
+        return self.pending is None and self.buffer is None
+
+    def text_hash(self) -> str:
+        return hashlib.sha1(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# -- the process -----------------------------------------------------------------------------
+
+
+class Driver:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        if config["protocol"] == "collab":
+            self.protocol: Protocol = CollabProtocol(config["url"], config["token"])
+        else:
+            self.protocol = ShareDBProtocol(config["url"])
+        self.mode: str = config["mode"]  # closed | open | idle
+        self.rate: float = config.get("rate", 5.0)
+        seed = config.get("seed", 1)
+        self.clients = [
+            Client(self, doc, src, seed * 100_003 + i)
+            for i, (doc, src) in enumerate(config["clients"])
+        ]
+        self.start = self.measure_from = self.end = math.inf
+        self.typed = 0
+        self.acks = 0
+        self.deliveries = 0
+        self.messages = 0
+        self.errors = 0
+        self.gaps = 0
+        self.connect_failures = 0
+        self.failures: list[str] = []
+        self.ack = Histogram()
+        self.peer = Histogram()
+        self.readers: list[asyncio.Task[None]] = []
+        self.changed = asyncio.Event()  # set whenever a client's state moves (for _wait)
+
+    @property
+    def measuring(self) -> int:
+        now = time.monotonic()
+        return 1 if self.measure_from <= now < self.end else 0
+
+    async def run(self) -> None:
+        await self._connect_all()
+        emit({"event": "ready", "connected": len(self.clients), "failed": self.connect_failures})
+        go = await command()
+        self.start, self.measure_from, self.end = go["start"], go["measure"], go["end"]
+        cpu_before = time.process_time()
+        cpu_at_measure = cpu_before
+        workers = []
+        if self.mode == "closed":
+            workers = [asyncio.create_task(self._closed_start(c)) for c in self.clients]
+        elif self.mode == "open":
+            workers = [asyncio.create_task(self._typist(c)) for c in self.clients]
+        await asyncio.sleep(max(0.0, self.measure_from - time.monotonic()))
+        cpu_at_measure = time.process_time()
+        await asyncio.sleep(max(0.0, self.end - time.monotonic()))
+        cpu_measured = time.process_time() - cpu_at_measure
+        # A typist can be stuck in a send the server is too busy to read; don't wait forever.
+        if workers:
+            _, stuck = await asyncio.wait(workers, timeout=DRAIN_TIMEOUT)
+            for task in stuck:
+                task.cancel()
+        await self._wait(lambda c: c.idle or c.closed, DRAIN_TIMEOUT)
+        revs: dict[str, int] = {}
+        for c in self.clients:
+            revs[c.doc] = max(revs.get(c.doc, 0), c.rev)
+        emit({"event": "drained", "revs": revs})
+        verify = await command()
+        final: dict[str, int] = verify["revs"]
+        await self._wait(lambda c: c.closed or c.rev >= final.get(c.doc, 0), VERIFY_TIMEOUT)
+        hashes: dict[str, list[str]] = {}
+        behind = 0
+        for c in self.clients:
+            if c.rev != final.get(c.doc, c.rev) or not c.idle:
+                behind += 1
+            hashes.setdefault(c.doc, []).append(c.text_hash())
+        closed = sum(c.closed for c in self.clients)
+        stats = {
+            "clients": len(self.clients),
+            "typed": self.typed,
+            "acks": self.acks,
+            "deliveries": self.deliveries,
+            "messages": self.messages,
+            "errors": self.errors,
+            "gaps": self.gaps,
+            "behind": behind,
+            "closed_early": closed,
+            "failures": self.failures[:5],
+            "cpu_seconds": cpu_measured,
+            "ack_hist": self.ack.counts,
+            "peer_hist": self.peer.counts,
+        }
+        emit({"event": "done", "stats": stats, "hashes": hashes})
+        await self._close_all()
+
+    async def _connect_all(self) -> None:
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+        async def one(client: Client) -> None:
+            async with gate:
+                for attempt in range(3):
+                    try:
+                        await client.connect()
+                        return
+                    except (OSError, TimeoutError, ConnectionClosed) as error:
+                        if attempt == 2:
+                            raise RuntimeError(f"{client.src} could not connect: {error}") from None
+                        await asyncio.sleep(0.2 * (attempt + 1))  # backoff before a retry
+
+        await asyncio.gather(*(one(c) for c in self.clients))
+        self.readers = [asyncio.create_task(c.read_loop()) for c in self.clients]
+
+    async def _closed_start(self, client: Client) -> None:
+        await asyncio.sleep(max(0.0, self.start - time.monotonic()))
+        if not client.closed and client.idle:
+            client.type_one()
+            await client.flush()
+
+    async def _typist(self, client: Client) -> None:
+        """Types ``rate`` keystrokes a second from ``start`` to ``end``, whatever the acks do."""
+        interval = 1.0 / self.rate
+        due = self.start + client.rng.random() * interval
+        while due < self.end and not client.closed:
+            # A schedule of keystrokes, not synchronisation: open-loop load is by the clock.
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            client.type_one()
+            await client.flush()
+            due += interval
+
+    async def _wait(self, done: Any, limit: float) -> None:
+        """Waits until ``done(client)`` holds for every client, or ``limit`` seconds pass."""
+        deadline = time.monotonic() + limit
+        while not all(done(c) for c in self.clients):
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+
+    async def _close_all(self) -> None:
+        async def close(client: Client) -> None:
+            if client.ws is not None:
+                with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+                    await asyncio.wait_for(client.ws.close(), 3)
+
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
+
+        async def gated(client: Client) -> None:
+            async with gate:
+                await close(client)
+
+        await asyncio.gather(*(gated(c) for c in self.clients))
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+
+
+def emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(message).decode() + "\n")
+    sys.stdout.flush()
+
+
+async def command() -> dict[str, Any]:
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if not line:
+        raise SystemExit("driver: run.py went away")
+    message: dict[str, Any] = orjson.loads(line)
+    return message
+
+
+async def main() -> None:
+    config = await command()
+    driver = Driver(config)
+    try:
+        await driver.run()
+    except Exception as error:
+        emit({"event": "failed", "error": f"{type(error).__name__}: {error}"})
+        raise
+
+
+if __name__ == "__main__":
+    if uvloop is not None:
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

@@ -1,0 +1,924 @@
+"""collab's benchmark: a real server process, real WebSockets, clients in separate processes.
+
+    .venv/bin/python benchmarks/run.py                 # quick: every scenario, 1-2 minutes
+    .venv/bin/python benchmarks/run.py --full          # the full sizes of docs/benchmarks.md
+    .venv/bin/python benchmarks/run.py --vs-sharedb    # also run the hot document on ShareDB
+    .venv/bin/python benchmarks/run.py --scenario hot  # one scenario (repeatable)
+
+Scenarios: ``hot`` (2/20/50 closed-loop clients on one document), ``crowd`` (hundreds of
+typists on one document), ``many`` (many documents with two typists each), ``connections``
+(memory per idle connection), ``history`` (``GET …/content?rev=R`` on a 100,000-op document),
+and ``commit`` (the durable-commit bound of SQLite on this disk). Each collab scenario starts a
+fresh ``collab serve`` on a temporary SQLite database; the load comes from ``driver.py``
+processes. Everything talks to 127.0.0.1 only, and every phase has a time limit.
+
+Output: a Markdown table on stdout, the raw results in ``benchmarks/results/`` and the plots
+``docs/img/bench-latency.png`` and ``docs/img/bench-vs-sharedb.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import queue
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from driver import TARGET_LENGTH, Histogram  # noqa: E402
+
+from collab import ot  # noqa: E402
+from collab.auth import mint_token  # noqa: E402
+
+BIN = Path(sys.executable).parent
+COLLAB = BIN / "collab"
+SECRET = "bench-secret-for-this-run-only-0123456789abcdef"
+SHAREDB_DIR = BENCH / "sharedb"
+RESULTS_DIR = BENCH / "results"
+IMG_DIR = ROOT / "docs" / "img"
+SCENARIOS = ("commit", "hot", "crowd", "many", "connections", "history")
+# Limits raised so the load measures the server, not its per-client throttles.
+UNTHROTTLED = {
+    "COLLAB_OPS_PER_SECOND": "1000000",
+    "COLLAB_OPS_BURST": "1000000",
+    "COLLAB_PRESENCE_PER_SECOND": "1000000",
+    "COLLAB_PRESENCE_BURST": "1000000",
+    "COLLAB_SEND_QUEUE_LIMIT": "1000000",
+    "COLLAB_INBOX_SIZE": "65536",
+    "COLLAB_DOC_IDLE_SECONDS": "600",
+}
+PROFILE_FORMATS = {".json": ["--format", "speedscope"], ".txt": ["--format", "raw"]}
+# An experiment, not a lever: collab serve with collab.ot.transform swapped for the clients'
+# fastot.transform (same results on normal-form ops, which is all the server passes it), to
+# measure what a faster transform would give the server.
+FAST_TRANSFORM_PATCH = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); import fastot, collab.ot; "
+    "collab.ot.transform = fastot.transform; from collab.cli import main; main(sys.argv[1:])"
+)
+STARTUP_TIMEOUT = 60.0
+PHASE_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    hot_clients: tuple[int, ...]
+    warmup: float
+    duration: float
+    crowd_clients: int
+    rate: float
+    many_docs: int
+    connections: int
+    history_ops: int
+    history_requests: int
+    commit_loops: int
+
+
+QUICK = Sizes(
+    hot_clients=(2, 20, 50), warmup=1.0, duration=5.0, crowd_clients=100, rate=5.0,
+    many_docs=100, connections=500, history_ops=100_000, history_requests=300, commit_loops=2000,
+)
+FULL = Sizes(
+    hot_clients=(2, 20, 50), warmup=2.0, duration=15.0, crowd_clients=400, rate=5.0,
+    many_docs=500, connections=2000, history_ops=100_000, history_requests=2000,
+    commit_loops=5000,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+class Sampler(threading.Thread):
+    """Samples a process's resident memory ten times a second; keeps the peak."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        super().__init__(daemon=True)
+        self.process = process
+        self.peak = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            self._stop_event.wait(0.1)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(2)
+        return self.peak
+
+
+class Server:
+    """A server process under test: ``collab serve`` or ShareDB's ``server.js``."""
+
+    def __init__(
+        self, kind: str, workdir: Path, docs: list[str], env: dict[str, str],
+        fast_transform: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.fast_transform = fast_transform
+        self.port = free_port()
+        self.workdir = workdir
+        self.docs = docs
+        self.env = env
+        self.log_path = workdir / f"{kind}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+        self.sampler: Sampler | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log_file = self.log_path.open("ab")
+        if self.kind == "collab":
+            command = [str(COLLAB)]
+            if self.fast_transform:
+                command = [sys.executable, "-c", FAST_TRANSFORM_PATCH, str(BENCH)]
+            self.process = subprocess.Popen(
+                [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "warning"],
+                env={**os.environ, **self.env}, stdout=log_file, stderr=subprocess.STDOUT,
+                cwd=str(self.workdir),
+            )
+            self._wait_http()
+        else:
+            self.process = subprocess.Popen(
+                ["node", str(SHAREDB_DIR / "server.js"), str(self.port), *self.docs],
+                stdout=subprocess.PIPE, stderr=log_file, cwd=str(SHAREDB_DIR),
+            )
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline().decode()
+            if not line.startswith("ready"):
+                raise RuntimeError(f"sharedb server did not start: {self.log_path.read_text()}")
+        self.ps = psutil.Process(self.process.pid)
+        self.sampler = Sampler(self.ps)
+        self.sampler.start()
+
+    def _wait_http(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"collab exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                status, _ = http_get(self.port, "/healthz")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)  # polling a starting process
+        raise RuntimeError("collab did not become healthy")
+
+    def cpu(self) -> float:
+        assert self.ps is not None
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def thread_cpu(self) -> dict[int, float]:
+        assert self.ps is not None
+        return {t.id: t.user_time + t.system_time for t in self.ps.threads()}
+
+    def rss(self) -> int:
+        assert self.ps is not None
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> int:
+        """Stops the server; returns its peak resident memory in bytes."""
+        peak = self.sampler.stop() if self.sampler is not None else 0
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+        return peak
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# -- drivers ---------------------------------------------------------------------------------
+
+
+class DriverProcess:
+    def __init__(self, config: dict[str, Any], log_path: Path) -> None:
+        self.log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(BENCH / "driver.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, cwd=str(BENCH),
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH}"},
+        )
+        self.ps = psutil.Process(self.process.pid)
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.send(config)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.events.put(orjson.loads(line))
+        self.events.put(None)
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(orjson.dumps(message) + b"\n")
+        self.process.stdin.flush()
+
+    def expect(self, event: str, timeout: float = PHASE_TIMEOUT) -> dict[str, Any]:
+        try:
+            message = self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"driver {self.process.pid}: no {event!r} in {timeout}s") from None
+        if message is None or message.get("event") != event:
+            raise RuntimeError(f"driver {self.process.pid}: wanted {event!r}, got {message!r}")
+        return message
+
+    def finish(self) -> None:
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.log.close()
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    duration: float
+    typed: int = 0
+    acks: int = 0
+    deliveries: int = 0
+    messages: int = 0
+    errors: int = 0
+    failures: list[str] = field(default_factory=list)
+    behind: int = 0
+    converged: bool = True
+    server_cpu: float = 0.0
+    server_threads: list[float] = field(default_factory=list)
+    driver_cpu: float = 0.0
+    peak_rss: int = 0
+    ack: dict[str, float | None] = field(default_factory=dict)
+    peer: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def ops_per_second(self) -> float:
+        return self.acks / self.duration
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ops_per_second"] = self.ops_per_second
+        data["typed_per_second"] = self.typed / self.duration
+        data["deliveries_per_second"] = (self.deliveries + self.acks) / self.duration
+        data["messages_per_second"] = self.messages / self.duration
+        # Server CPU per op sequenced: an efficiency figure that a busy machine disturbs less
+        # than throughput or latency do.
+        data["server_cpu_us_per_op"] = (
+            self.server_cpu * self.duration / self.acks * 1e6 if self.acks else None
+        )
+        return data
+
+
+def percentiles(hist: Histogram) -> dict[str, float | None]:
+    return {f"p{p}": _ms(hist.percentile(p)) for p in (50, 95, 99)} | {"count": hist.total}
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000
+
+
+def run_load(
+    server: Server,
+    protocol: str,
+    clients: list[tuple[str, str]],
+    mode: str,
+    sizes: Sizes,
+    workdir: Path,
+    procs: int,
+    rate: float = 5.0,
+    profile: Path | None = None,
+) -> LoadResult:
+    """Runs ``clients`` (doc, src) from ``procs`` driver processes against ``server``.
+
+    With ``profile``, py-spy samples the server during the measured window into that file.
+    """
+    token = mint_token(SECRET, "bench", name="Bench", ttl=24 * 3600)
+    url = server.ws_url if protocol == "collab" else server.ws_url + "/"
+    procs = max(1, min(procs, len(clients)))
+    drivers = []
+    for index in range(procs):
+        mine = clients[index::procs]
+        config = {
+            "protocol": protocol, "url": url, "token": token, "clients": mine, "mode": mode,
+            "rate": rate, "seed": index + 1,
+        }
+        drivers.append(DriverProcess(config, workdir / "drivers.log"))
+    try:
+        for driver in drivers:
+            ready = driver.expect("ready", timeout=STARTUP_TIMEOUT + len(clients) / 20)
+            if ready["failed"]:
+                raise RuntimeError(f"{ready['failed']} clients could not connect")
+        start = time.monotonic() + 0.3
+        measure = start + sizes.warmup
+        end = measure + sizes.duration
+        for driver in drivers:
+            driver.send({"cmd": "go", "start": start, "measure": measure, "end": end})
+        time.sleep(max(0.0, measure - time.monotonic()))  # the run is timed by the clock
+        cpu_before = server.cpu()
+        threads_before = server.thread_cpu()
+        spy = None
+        if profile is not None and server.process is not None:
+            spy = subprocess.Popen(
+                [str(BIN / "py-spy"), "record", "--pid", str(server.process.pid), "--output",
+                 str(profile), "--duration", str(max(1, int(sizes.duration))), "--rate", "200",
+                 *PROFILE_FORMATS.get(profile.suffix, [])],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        time.sleep(max(0.0, end - time.monotonic()))
+        cpu_after = server.cpu()
+        threads_after = server.thread_cpu()
+        if spy is not None:
+            spy.wait(60)
+        revs: dict[str, int] = {}
+        for driver in drivers:
+            for doc, rev in driver.expect("drained")["revs"].items():
+                revs[doc] = max(revs.get(doc, 0), rev)
+        for driver in drivers:
+            driver.send({"cmd": "verify", "revs": revs})
+        result = LoadResult(clients=len(clients), duration=sizes.duration)
+        ack, peer = Histogram(), Histogram()
+        hashes: dict[str, set[str]] = {}
+        for driver in drivers:
+            done = driver.expect("done")
+            stats = done["stats"]
+            for key in ("typed", "acks", "deliveries", "messages", "errors", "behind"):
+                setattr(result, key, getattr(result, key) + stats[key])
+            result.failures += stats["failures"]
+            result.driver_cpu += stats["cpu_seconds"] / sizes.duration
+            ack.merge(Histogram(stats["ack_hist"]))
+            peer.merge(Histogram(stats["peer_hist"]))
+            for doc, values in done["hashes"].items():
+                hashes.setdefault(doc, set()).update(values)
+        # Clients still behind when the time limit ran out cannot be compared; the others can.
+        result.converged = all(len(v) == 1 for v in hashes.values())
+        if protocol == "collab" and result.behind == 0:
+            result.converged &= server_agrees(server, revs, hashes, token)
+        result.server_cpu = (cpu_after - cpu_before) / sizes.duration
+        # The busiest threads (the event loop, then the database driver's) as core shares.
+        result.server_threads = sorted(
+            ((threads_after[t] - threads_before.get(t, 0.0)) / sizes.duration
+             for t in threads_after),
+            reverse=True,
+        )[:3]
+        result.ack = percentiles(ack)
+        result.peer = percentiles(peer)
+        return result
+    finally:
+        for driver in drivers:
+            driver.finish()
+
+
+def server_agrees(
+    server: Server, revs: dict[str, int], hashes: dict[str, set[str]], token: str
+) -> bool:
+    """Checks a sample of documents against the server's own content (REST)."""
+    import hashlib
+
+    for doc in sorted(revs)[:20]:
+        status, body = http_get(server.port, f"/documents/{doc}", token)
+        if status != 200:
+            return False
+        data = orjson.loads(body)
+        digest = hashlib.sha1(data["content"].encode()).hexdigest()
+        if data["rev"] != revs[doc] or hashes.get(doc) != {digest}:
+            log(f"{doc}: server rev {data['rev']} vs clients {revs[doc]}: texts differ")
+            return False
+    return True
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sizes = FULL if args.full else QUICK
+        if args.duration:
+            self.sizes = Sizes(**{**asdict(self.sizes), "duration": args.duration})
+        if args.hot_clients:
+            self.sizes = Sizes(**{**asdict(self.sizes), "hot_clients": args.hot_clients})
+        self.workdir = Path(tempfile.mkdtemp(prefix="collab-bench-"))
+        self.extra_env = dict(item.split("=", 1) for item in args.server_env)
+        self.results: dict[str, Any] = {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "mode": "full" if args.full else "quick",
+            "sizes": asdict(self.sizes),
+            "machine": machine(),
+            "server_env": self.extra_env,
+            "fast_transform_experiment": args.fast_transform,
+            "load_average_before": os.getloadavg(),
+        }
+
+    def collab_server(self, name: str) -> Server:
+        db = self.workdir / f"{name}.db"
+        env = {
+            "COLLAB_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+            "COLLAB_JWT_SECRET": SECRET,
+            **UNTHROTTLED,
+            **self.extra_env,
+        }
+        subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
+                       cwd=str(self.workdir), capture_output=True)
+        return Server("collab", self.workdir, [], env, self.args.fast_transform)
+
+    def profile(self, name: str) -> Path | None:
+        if not self.args.profile:
+            return None
+        path = Path(self.args.profile)
+        return path.with_name(f"{path.stem}-{name}{path.suffix}")
+
+    def commit(self) -> None:
+        """The bound one durable commit per round trip sets: INSERT+COMMIT on WAL, FULL."""
+        path = self.workdir / "commit-bound.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE ops (doc TEXT, rev INTEGER, op TEXT, PRIMARY KEY (doc, rev))")
+        loops = self.sizes.commit_loops
+        began = time.perf_counter()
+        for rev in range(loops):
+            db.execute("BEGIN")
+            db.execute("INSERT INTO ops VALUES ('d', ?, '[12,\"[1234567890]\",{\"d\":12}]')",
+                       (rev,))
+            db.execute("COMMIT")
+        elapsed = time.perf_counter() - began
+        db.close()
+        self.results["commit"] = {
+            "commits_per_second": loops / elapsed,
+            "commit_ms": elapsed / loops * 1000,
+        }
+        log(f"commit bound: {loops / elapsed:,.0f} commits/s")
+
+    def hot(self) -> None:
+        results: dict[str, Any] = {"collab": {}, "sharedb": {}}
+        for n in self.sizes.hot_clients:
+            doc = f"hot-{n}"
+            clients = [(doc, f"c{n}-{i}") for i in range(n)]
+            with self.collab_server(f"hot-{n}") as server:
+                log(f"hot document, {n} clients: collab")
+                result = run_load(server, "collab", clients, "closed", self.sizes,
+                                  self.workdir, self.args.procs, profile=self.profile(f"hot{n}"))
+                result.peak_rss = server.stop()
+            results["collab"][n] = result.summary()
+            log(f"  {result.ops_per_second:,.0f} ops/s, ack p99 {result.ack['p99']:.1f} ms")
+            if self.args.vs_sharedb:
+                with Server("sharedb", self.workdir, [doc], {}) as server:
+                    log(f"hot document, {n} clients: ShareDB")
+                    result = run_load(server, "sharedb", clients, "closed", self.sizes,
+                                      self.workdir, self.args.procs)
+                    result.peak_rss = server.stop()
+                results["sharedb"][n] = result.summary()
+                log(f"  {result.ops_per_second:,.0f} ops/s, ack p99 {result.ack['p99']:.1f} ms")
+        self.results["hot"] = results
+
+    def crowd(self) -> None:
+        n = self.sizes.crowd_clients
+        clients = [("crowd", f"t{i}") for i in range(n)]
+        with self.collab_server("crowd") as server:
+            log(f"crowd: {n} typists at {self.sizes.rate}/s on one document")
+            result = run_load(server, "collab", clients, "open", self.sizes, self.workdir,
+                              self.args.procs, rate=self.sizes.rate, profile=self.profile("crowd"))
+            result.peak_rss = server.stop()
+        self.results["crowd"] = result.summary()
+        log(f"  peer p95 {result.peer['p95']:.1f} ms, server CPU {result.server_cpu:.0%}")
+
+    def many(self) -> None:
+        docs = self.sizes.many_docs
+        clients = [(f"doc-{d}", f"m{d}-{i}") for d in range(docs) for i in range(2)]
+        with self.collab_server("many") as server:
+            log(f"many documents: {docs} documents, 2 typists each at {self.sizes.rate}/s")
+            result = run_load(server, "collab", clients, "open", self.sizes, self.workdir,
+                              self.args.procs, rate=self.sizes.rate, profile=self.profile("many"))
+            result.peak_rss = server.stop()
+        self.results["many"] = result.summary()
+        log(f"  peer p95 {result.peer['p95']:.1f} ms, server CPU {result.server_cpu:.0%}")
+
+    def connections(self) -> None:
+        n = self.sizes.connections
+        docs = max(1, n // self.args.per_document)
+        clients = [(f"idle-{i % docs}", f"i{i}") for i in range(n)]
+        sizes = Sizes(**{**asdict(self.sizes), "warmup": 0.0, "duration": 0.1})
+        with self.collab_server("connections") as server:
+            log(f"connections: {n} idle connections on {docs} documents")
+            # A few connections first, so code paths and caches are warm in the baseline.
+            warm = [(f"warm-{i}", f"w{i}") for i in range(5)]
+            run_load(server, "collab", warm, "idle", sizes, self.workdir, 1)
+            baseline = settle(server)
+            holder: dict[str, Any] = {}
+
+            def measure_when_ready(result: LoadResult) -> None:
+                holder["rss"] = settle(server)
+
+            result = run_idle(server, clients, sizes, self.workdir, self.args.procs,
+                              measure_when_ready)
+            peak = server.stop()
+        delta = holder["rss"] - baseline
+        self.results["connections"] = {
+            "connections": n,
+            "documents": docs,
+            "baseline_rss": baseline,
+            "loaded_rss": holder["rss"],
+            "bytes_per_connection": delta / n,
+            "peak_rss": peak,
+            "driver_errors": result.errors,
+        }
+        log(f"  {delta / n / 1024:.1f} KiB per idle connection")
+
+    def history(self) -> None:
+        n = self.sizes.history_ops
+        server = self.collab_server("history")
+        db = Path(server.env["COLLAB_DATABASE_URL"].split("///", 1)[1])
+        log(f"history: writing a {n:,}-op document")
+        began = time.perf_counter()
+        expected = build_history(db, "hist", n, int(server.env.get("COLLAB_SNAPSHOT_EVERY",
+                                                                   "100")))
+        log(f"  built in {time.perf_counter() - began:.1f} s")
+        token = mint_token(SECRET, "bench", ttl=3600)
+        rng = random.Random(3)
+        with server:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            headers = {"Authorization": f"Bearer {token}"}
+            for rev, text in expected.items():  # correctness first, and a warm-up
+                conn.request("GET", f"/documents/hist/content?rev={rev}", headers=headers)
+                body = orjson.loads(conn.getresponse().read())
+                if body.get("content") != text or body.get("rev") != rev:
+                    raise RuntimeError(f"content at {rev} differs from the written history")
+            timings = []
+            began = time.perf_counter()
+            for _ in range(self.sizes.history_requests):
+                rev = rng.randint(0, n)
+                t0 = time.perf_counter()
+                conn.request("GET", f"/documents/hist/content?rev={rev}", headers=headers)
+                response = conn.getresponse()
+                response.read()
+                timings.append(time.perf_counter() - t0)
+                if response.status != 200:
+                    raise RuntimeError(f"GET content?rev={rev}: {response.status}")
+            wall = time.perf_counter() - began
+            conn.close()
+            peak = server.stop()
+        timings.sort()
+        self.results["history"] = {
+            "ops": n,
+            "requests": len(timings),
+            "p50_ms": quantile(timings, 50) * 1000,
+            "p99_ms": quantile(timings, 99) * 1000,
+            "mean_ms": statistics.fmean(timings) * 1000,
+            "requests_per_second": len(timings) / wall,
+            "peak_rss": peak,
+        }
+        log(f"  p50 {self.results['history']['p50_ms']:.2f} ms, "
+            f"p99 {self.results['history']['p99_ms']:.2f} ms")
+
+    def run(self, scenarios: list[str]) -> None:
+        from fastot import self_check
+
+        self_check()  # the clients' OT must agree with collab.ot, or nothing here means much
+        if self.args.vs_sharedb and "hot" in scenarios:
+            ensure_sharedb()
+        try:
+            for name in scenarios:
+                getattr(self, name)()
+        finally:
+            if not self.args.keep:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            else:
+                log(f"kept {self.workdir}")
+
+
+def run_idle(
+    server: Server, clients: list[tuple[str, str]], sizes: Sizes, workdir: Path, procs: int,
+    while_connected: Any,
+) -> LoadResult:
+    """Connects idle clients, calls ``while_connected`` while they are all open, then closes."""
+    token = mint_token(SECRET, "bench", ttl=3600)
+    drivers = []
+    procs = max(1, min(procs, len(clients)))
+    for index in range(procs):
+        config = {"protocol": "collab", "url": server.ws_url, "token": token,
+                  "clients": clients[index::procs], "mode": "idle", "seed": index + 1}
+        drivers.append(DriverProcess(config, workdir / "drivers.log"))
+    result = LoadResult(clients=len(clients), duration=sizes.duration)
+    try:
+        for driver in drivers:
+            ready = driver.expect("ready", timeout=STARTUP_TIMEOUT + len(clients) / 20)
+            result.errors += ready["failed"]
+        while_connected(result)
+        now = time.monotonic()
+        for driver in drivers:
+            driver.send({"cmd": "go", "start": now, "measure": now, "end": now})
+        for driver in drivers:
+            driver.expect("drained")
+        for driver in drivers:
+            driver.send({"cmd": "verify", "revs": {}})
+        for driver in drivers:
+            result.errors += driver.expect("done")["stats"]["errors"]
+    finally:
+        for driver in drivers:
+            driver.finish()
+    return result
+
+
+def settle(server: Server) -> int:
+    """The server's resident memory once it has gone quiet (median of a few samples)."""
+    samples = []
+    for _ in range(10):
+        time.sleep(0.2)  # sampling an idle process
+        samples.append(server.rss())
+    return int(statistics.median(samples[4:]))
+
+
+def quantile(sorted_values: list[float], p: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def build_history(db: Path, doc_id: str, n: int, snapshot_every: int) -> dict[int, str]:
+    """Writes a document with ``n`` ops straight into the database, as the server stores them.
+
+    Rows go through collab's own models and op encoding (SQLAlchemy Core, the same column types),
+    with a snapshot every ``snapshot_every`` revisions like the server's. Returns the expected
+    text at a few revisions so the benchmark can check the server's answers.
+    """
+    from sqlalchemy import create_engine, insert
+
+    from collab.models import Document, Operation, Snapshot
+    from collab.store import encode_op
+
+    rng = random.Random(11)
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    text = ""
+    cursor = 0
+    ops: list[dict[str, Any]] = []
+    snapshots: list[dict[str, Any]] = [
+        {"doc_id": doc_id, "rev": 0, "content": "", "created_at": created}
+    ]
+    checks = {0, 1, n // 3, n // 2 + 37, n - 1, n}
+    expected: dict[int, str] = {0: ""}
+    for rev in range(1, n + 1):
+        token = f"[{rev}]"
+        if rng.random() < 0.05:
+            cursor = rng.randrange(0, len(text) + 1)
+        cursor = min(cursor, len(text))
+        op: list[Any] = [cursor, token] if cursor else [token]
+        if len(text) >= TARGET_LENGTH and len(text) - cursor >= len(token):
+            op.append({"d": len(token)})
+        text = ot.apply(text, op)
+        cursor += len(token)
+        at = created + timedelta(milliseconds=rev)
+        ops.append({"doc_id": doc_id, "rev": rev, "op": encode_op(op), "src": f"h{rev % 7}",
+                    "seq": rev, "user_id": "bench", "created_at": at})
+        if rev % snapshot_every == 0:
+            snapshots.append({"doc_id": doc_id, "rev": rev, "content": text, "created_at": at})
+        if rev in checks:
+            expected[rev] = text
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(insert(Document), [{"id": doc_id, "title": "history", "rev": n,
+                                         "created_at": created,
+                                         "updated_at": created + timedelta(milliseconds=n)}])
+        for i in range(0, len(ops), 10_000):
+            conn.execute(insert(Operation), ops[i : i + 10_000])
+        conn.execute(insert(Snapshot), snapshots)
+    engine.dispose()
+    return expected
+
+
+def ensure_sharedb() -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise SystemExit("--vs-sharedb needs node and npm on PATH")
+    if not (SHAREDB_DIR / "node_modules" / "sharedb").is_dir():
+        log("installing ShareDB into benchmarks/sharedb (npm install)")
+        subprocess.run(["npm", "install", "--prefix", str(SHAREDB_DIR), "--no-audit",
+                        "--no-fund"], check=True)
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def flags(r: dict[str, Any]) -> str:
+    """Warnings for a load run: clients that never caught up, divergence, error frames."""
+    notes = []
+    if r["behind"]:
+        notes.append(f"{r['behind']} clients still behind when the drain time ran out")
+    elif not r["converged"]:
+        notes.append("DIVERGED")
+    if r["errors"] or r["failures"]:
+        notes.append(f"{r['errors']} errors")
+    if r["driver_cpu"] >= 0.95:
+        # Two cores: when the clients burn one of them, they, not the server, set the pace.
+        notes.append(f"client-bound: the client processes used {r['driver_cpu']:.1f} cores")
+    return f" ⚠ {'; '.join(notes)} |" if notes else " |"
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    sizes = results["sizes"]
+    commit = results.get("commit")
+    hot = results.get("hot")
+    if hot:
+        lines += [
+            f"**Hot document** (closed loop, {sizes['duration']:g} s per level)",
+            "",
+            "| server | clients | ops/s | deliveries/s | ack p50 | ack p99 | peer p50 | peer p99 "
+            "| server CPU | peak RSS | notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for kind in ("collab", "sharedb"):
+            for n, r in hot[kind].items():
+                lines.append(
+                    f"| {kind} | {n} | {fmt(r['ops_per_second'], 0)} "
+                    f"| {fmt(r['deliveries_per_second'], 0)} "
+                    f"| {fmt(r['ack']['p50'])} ms | {fmt(r['ack']['p99'])} ms "
+                    f"| {fmt(r['peer']['p50'])} ms | {fmt(r['peer']['p99'])} ms "
+                    f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+                )
+        if hot["sharedb"]:
+            lines += ["", "| clients | ops/s collab ÷ ShareDB | ack p99 collab ÷ ShareDB |",
+                      "| ---: | ---: | ---: |"]
+            for n, r in hot["collab"].items():
+                s = hot["sharedb"].get(n)
+                if s:
+                    lines.append(
+                        f"| {n} | {r['ops_per_second'] / s['ops_per_second']:.2f}x "
+                        f"| {r['ack']['p99'] / s['ack']['p99']:.2f}x |"
+                    )
+        if commit and "2" in {str(k) for k in hot["collab"]}:
+            two = hot["collab"].get(2) or hot["collab"].get("2")
+            share = two["ops_per_second"] / commit["commits_per_second"]
+            lines += ["", f"2 clients reach {share:.0%} of the commit bound "
+                      f"({commit['commits_per_second']:,.0f} durable commits/s: "
+                      "INSERT+COMMIT, WAL, synchronous=FULL)."]
+        lines.append("")
+    rows = []
+    for key, label in (("crowd", "Crowd"), ("many", "Many documents")):
+        r = results.get(key)
+        if r:
+            rows.append(
+                f"| {label} | {r['clients']} | {fmt(r['typed_per_second'], 0)} "
+                f"| {fmt(r['ops_per_second'], 0)} | {fmt(r['peer']['p50'])} ms "
+                f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
+                f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+            )
+    if rows:
+        lines += [
+            f"**Open-loop typing** ({sizes['rate']:g} keystrokes/s per client)",
+            "",
+            "| scenario | clients | keystrokes/s | ops sequenced/s | peer p50 | peer p95 "
+            "| peer p99 | server CPU | peak RSS | notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            *rows,
+            "",
+        ]
+    other = []
+    c = results.get("connections")
+    if c:
+        other.append(f"| Idle connections | {c['connections']:,} connections "
+                     f"| {c['bytes_per_connection'] / 1024:.1f} KiB per connection "
+                     f"| {c['peak_rss'] / 2**20:.0f} MiB |")
+    h = results.get("history")
+    if h:
+        other.append(f"| History | `GET content?rev=R`, {h['ops']:,} ops "
+                     f"| p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms "
+                     f"| {h['peak_rss'] / 2**20:.0f} MiB |")
+    if commit:
+        other.append(f"| Commit bound | INSERT+COMMIT, WAL, FULL "
+                     f"| {commit['commits_per_second']:,.0f} commits/s "
+                     f"({commit['commit_ms']:.3f} ms) | - |")
+    if other:
+        lines += ["| scenario | load | result | peak RSS |", "| --- | --- | --- | ---: |",
+                  *other, ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the full sizes (takes longer)")
+    parser.add_argument("--vs-sharedb", action="store_true",
+                        help="also run the hot document against ShareDB (needs node and npm)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+                        help="run only this scenario (repeatable)")
+    parser.add_argument("--duration", type=float, help="seconds measured per load run")
+    parser.add_argument("--procs", type=int, default=2, help="client processes per load run")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for collab serve (to try a setting)")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="py-spy the collab server in the hot runs (PATH.svg or PATH.json)")
+    parser.add_argument("--hot-clients", type=lambda v: tuple(int(x) for x in v.split(",")),
+                        help="client counts for the hot document, e.g. 2,20,50")
+    parser.add_argument("--per-document", type=int, default=10, metavar="N",
+                        help="idle connections per document in the connections scenario")
+    parser.add_argument("--fast-transform", action="store_true",
+                        help="experiment: run collab with the clients' faster transform")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    scenarios = args.scenario or list(SCENARIOS)
+    bench = Bench(args)
+    began = time.monotonic()
+    bench.run(scenarios)
+    bench.results["seconds"] = round(time.monotonic() - began, 1)
+    bench.results["load_average_after"] = os.getloadavg()
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    raw = orjson.dumps(bench.results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    (RESULTS_DIR / f"bench-{stamp}.json").write_bytes(raw)
+    (RESULTS_DIR / "latest.json").write_bytes(raw)
+    if not args.no_plots and "hot" in bench.results:
+        from plots import write_plots
+
+        for path in write_plots(bench.results, IMG_DIR):
+            log(f"wrote {path.relative_to(ROOT)}")
+    print(markdown(bench.results))
+    if args.fast_transform:
+        print("\nExperiment: collab served with collab.ot.transform replaced by "
+              "benchmarks/fastot.transform (not collab as shipped).")
+    if bench.results["server_env"]:
+        print(f"\nServer environment: {bench.results['server_env']}")
+    print(f"\n`{' '.join(['benchmarks/run.py', *sys.argv[1:]])}`, {bench.results['mode']} run, "
+          f"{bench.results['seconds']:.0f} s, {bench.results['machine']['cpus']} CPUs, "
+          f"load average {bench.results['load_average_before'][0]:.1f} before and "
+          f"{bench.results['load_average_after'][0]:.1f} after; "
+          f"raw results in benchmarks/results/bench-{stamp}.json")
+
+
+if __name__ == "__main__":
+    main()
