@@ -206,7 +206,7 @@ class DocumentState:
         op = ot.normalize(submission.op)
         ot.check(op, base_length)
         for stored in missed:
-            op = ot.transform(op, stored.op, "left")
+            op = ot.transform_normal(op, stored.op, "left")
         return op
 
     def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[StoredOp]:

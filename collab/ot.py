@@ -52,6 +52,7 @@ __all__ = [
     "compose",
     "normalize",
     "transform",
+    "transform_normal",
     "transform_position",
 ]
 
@@ -370,37 +371,92 @@ def transform(op: Op, other: Op, side: Side) -> Op:
     """
     if side not in ("left", "right"):
         raise InvalidOp(f"side must be 'left' or 'right', got {side!r}")
-    op = normalize(op)
-    other = normalize(other)
-    reader = _OpReader(op)
-    out = _OpWriter()
+    return transform_normal(normalize(op), normalize(other), side)
+
+
+def _merge_into(out: Op, c: Component) -> None:
+    """Appends a non-empty piece to ``out``, merging it with a last piece of its kind."""
+    if out:
+        last = out[-1]
+        if isinstance(c, int) and isinstance(last, int):
+            out[-1] = last + c
+            return
+        if isinstance(c, str) and isinstance(last, str):
+            out[-1] = last + c
+            return
+        if isinstance(c, dict) and isinstance(last, dict):
+            a, b = last["d"], c["d"]
+            if isinstance(a, str) and isinstance(b, str):
+                out[-1] = {"d": a + b}
+            else:
+                out[-1] = {"d": _delete_len(a) + _delete_len(b)}
+            return
+    out.append(c)
+
+
+def transform_normal(op: Op, other: Op, side: Side) -> Op:
+    """:func:`transform` for inputs known to be valid and in normal form (not checked).
+
+    The server's hot path: it transforms each incoming op past every op committed since the
+    op's base revision, all of them already normalized, so validating them again would cost
+    more than the transform itself.
+    """
+    left = side == "left"
+    out: Op = []
+    count = len(op)
+    index = 0  # next component of op
+    offset = 0  # characters of op[index] already taken (inserts are never split)
+
+    def take(limit: int) -> Component:
+        """At most ``limit`` characters of op's next component; an insert comes whole."""
+        nonlocal index, offset
+        if index == count:
+            return limit  # past its end an op reads as an endless skip
+        c = op[index]
+        if isinstance(c, str):
+            index += 1
+            return c
+        rest = _length(c) - offset
+        if rest <= limit:
+            piece = _slice(c, offset, None) if offset else c
+            index += 1
+            offset = 0
+            return piece
+        piece = _slice(c, offset, offset + limit)
+        offset += limit
+        return piece
+
     for c in other:
         if isinstance(c, int):
             # Keep op's components over the skipped range; its inserts don't use up the skip.
             remaining = c
             while remaining > 0:
-                piece = reader.take(remaining, keep_whole="insert")
-                out.append(piece)
+                piece = take(remaining)
+                _merge_into(out, piece)
                 if not isinstance(piece, str):
                     remaining -= _length(piece)
         elif isinstance(c, str):
             # An insert of op at the same spot goes first if op is on the left.
-            upcoming = reader.peek()
-            if side == "left" and isinstance(upcoming, str):
-                out.append(reader.take(len(upcoming), keep_whole="insert"))
-            out.append(len(c))  # step over other's inserted text
+            if left and index < count and isinstance(op[index], str):
+                _merge_into(out, take(0))
+            _merge_into(out, len(c))  # step over other's inserted text
         else:
             # Text other deleted is gone: drop op's skips and deletes there, keep its inserts.
-            remaining = _length(c)
+            remaining = _delete_len(c["d"])
             while remaining > 0:
-                piece = reader.take(remaining, keep_whole="insert")
+                piece = take(remaining)
                 if isinstance(piece, str):
-                    out.append(piece)
+                    _merge_into(out, piece)
                 else:
                     remaining -= _length(piece)
-    for piece in reader.take_rest():
-        out.append(piece)
-    return out.finish()
+    if index < count and offset:
+        _merge_into(out, _slice(op[index], offset, None))
+        index += 1
+    for c in op[index:]:
+        _merge_into(out, c)
+    if out and isinstance(out[-1], int):
+        out.pop()
+    return out
 
 
 def compose(a: Op, b: Op) -> Op:
