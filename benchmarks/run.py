@@ -19,6 +19,7 @@ Output: a Markdown table on stdout, the raw results in ``benchmarks/results/`` a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import os
 import queue
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,7 +58,12 @@ SECRET = "bench-secret-for-this-run-only-0123456789abcdef"
 SHAREDB_DIR = BENCH / "sharedb"
 RESULTS_DIR = BENCH / "results"
 IMG_DIR = ROOT / "docs" / "img"
-SCENARIOS = ("commit", "hot", "crowd", "many", "connections", "history")
+SCENARIOS = ("commit", "hot", "crowd", "many", "cluster", "connections", "history")
+# The cluster scenario needs these (the machines' PostgreSQL and Redis by default).
+BENCH_POSTGRES_URL = os.environ.get(
+    "COLLAB_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+BENCH_REDIS_URL = os.environ.get("COLLAB_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Limits raised so the load measures the server, not its per-client throttles.
 UNTHROTTLED = {
     "COLLAB_OPS_PER_SECOND": "1000000",
@@ -349,17 +356,22 @@ def run_load(
     procs: int,
     rate: float = 5.0,
     profile: Path | None = None,
+    also: Sequence[Server] = (),
 ) -> LoadResult:
     """Runs ``clients`` (doc, src) from ``procs`` driver processes against ``server``.
 
     With ``profile``, py-spy samples the server during the measured window into that file.
+    With ``also``, driver process i talks to server i mod n: neighbouring clients (the two of a
+    document in the many-documents load) land on different server processes.
     """
     token = mint_token(SECRET, "bench", name="Bench", ttl=24 * 3600)
-    url = server.ws_url if protocol == "collab" else server.ws_url + "/"
+    servers = [server, *also]
     procs = max(1, min(procs, len(clients)))
     drivers = []
     for index in range(procs):
         mine = clients[index::procs]
+        target = servers[index % len(servers)]
+        url = target.ws_url if protocol == "collab" else target.ws_url + "/"
         config = {
             "protocol": protocol, "url": url, "token": token, "clients": mine, "mode": mode,
             "rate": rate, "seed": index + 1,
@@ -376,7 +388,7 @@ def run_load(
         for driver in drivers:
             driver.send({"cmd": "go", "start": start, "measure": measure, "end": end})
         time.sleep(max(0.0, measure - time.monotonic()))  # the run is timed by the clock
-        cpu_before = server.cpu()
+        cpu_before = sum(s.cpu() for s in servers)
         threads_before = server.thread_cpu()
         spy = None
         if profile is not None and server.process is not None:
@@ -387,7 +399,7 @@ def run_load(
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         time.sleep(max(0.0, end - time.monotonic()))
-        cpu_after = server.cpu()
+        cpu_after = sum(s.cpu() for s in servers)
         threads_after = server.thread_cpu()
         if spy is not None:
             spy.wait(60)
@@ -554,6 +566,46 @@ class Bench:
             result.peak_rss = server.stop()
         self.results["many"] = result.summary()
         log(f"  peer p95 {result.peer['p95']:.1f} ms, server CPU {result.server_cpu:.0%}")
+
+    def cluster(self) -> None:
+        """The many-documents load on PostgreSQL: one process, then two joined by Redis."""
+        try:
+            database = asyncio.run(create_database(BENCH_POSTGRES_URL))
+        except OSError as error:
+            log(f"cluster: skipped, PostgreSQL unreachable at {BENCH_POSTGRES_URL}: {error}")
+            return
+        docs = self.sizes.many_docs
+        results: dict[str, Any] = {}
+        try:
+            env = {"COLLAB_DATABASE_URL": database, "COLLAB_JWT_SECRET": SECRET,
+                   **UNTHROTTLED, **self.extra_env}
+            subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
+                           cwd=str(self.workdir), capture_output=True)
+            for count in (1, 2):
+                # Both runs share the database: fresh documents and sources for each, or the
+                # second run's ops would be taken for resends of the first's.
+                clients = [(f"p{count}-doc-{d}", f"p{count}-m{d}-{i}")
+                           for d in range(docs) for i in range(2)]
+                node_env = dict(env)
+                if count > 1:
+                    node_env["COLLAB_REDIS_URL"] = BENCH_REDIS_URL
+                    node_env["COLLAB_REDIS_PREFIX"] = f"bench-{os.getpid()}-{count}:"
+                servers = [Server("collab", self.workdir, [], node_env) for _ in range(count)]
+                for server in servers:
+                    server.start()
+                try:
+                    log(f"many documents on PostgreSQL, {count} process(es): {docs} documents")
+                    result = run_load(servers[0], "collab", clients, "open", self.sizes,
+                                      self.workdir, max(self.args.procs, count),
+                                      rate=self.sizes.rate, also=servers[1:])
+                finally:
+                    peaks = [server.stop() for server in servers]
+                result.peak_rss = sum(peaks)
+                results[str(count)] = result.summary()
+                log(f"  {result.ops_per_second:,.0f} ops/s, peer p95 {fmt(result.peer['p95'])} ms")
+        finally:
+            asyncio.run(drop_database(BENCH_POSTGRES_URL, database))
+        self.results["cluster"] = results
 
     def connections(self) -> None:
         n = self.sizes.connections
@@ -746,6 +798,37 @@ def build_history(db: Path, doc_id: str, n: int, snapshot_every: int) -> dict[in
     return expected
 
 
+async def create_database(admin_url: str) -> str:
+    """A fresh PostgreSQL database for one benchmark run; returns its URL."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    name = f"collab_bench_{os.getpid()}_{int(time.time())}"
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                                 password=url.password, database=url.database)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(admin_url: str, database_url: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                                 password=url.password, database=url.database)
+    try:
+        await conn.execute(
+            f'DROP DATABASE IF EXISTS "{make_url(database_url).database}" WITH (FORCE)'
+        )
+    finally:
+        await conn.close()
+
+
 def ensure_sharedb() -> None:
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise SystemExit("--vs-sharedb needs node and npm on PATH")
@@ -837,6 +920,16 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
                 f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
             )
+    for count, r in (results.get("cluster") or {}).items():
+        label = "Many documents, PostgreSQL, " + (
+            "1 process" if count == "1" else f"{count} processes + Redis"
+        )
+        rows.append(
+            f"| {label} | {r['clients']} | {fmt(r['typed_per_second'], 0)} "
+            f"| {fmt(r['ops_per_second'], 0)} | {fmt(r['peer']['p50'])} ms "
+            f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
+            f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+        )
     if rows:
         lines += [
             f"**Open-loop typing** ({sizes['rate']:g} keystrokes/s per client)",
