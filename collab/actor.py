@@ -621,16 +621,7 @@ class DocumentActor:
         for other in self._peers.values():
             if other is not peer:
                 other.send_presence(peer.client_id, frame)
-        self._publish(
-            {
-                "kind": "presence",
-                "client": peer.client_id,
-                "user": peer.user_id,
-                "name": peer.name,
-                "cursor": cursor,
-                "rev": state.rev,
-            }
-        )
+        self._publish_presence(peer, cursor)
 
     def _cursor_now(self, cursor: dict[str, int] | None, rev: int | None) -> dict[str, int] | None:
         """A stored cursor, valid at ``rev``, moved over the ops since (None if not held)."""
@@ -646,6 +637,19 @@ class DocumentActor:
     def _publish(self, message: dict[str, Any]) -> None:
         if self._fanout is not None:
             self._fanout.publish(self.doc_id, message)
+
+    def _publish_presence(self, peer: Peer, cursor: dict[str, int] | None) -> None:
+        """Tells the other processes where ``peer``'s cursor is, at the current revision."""
+        self._publish(
+            {
+                "kind": "presence",
+                "client": peer.client_id,
+                "user": peer.user_id,
+                "name": peer.name,
+                "cursor": cursor,
+                "rev": self.state.rev,
+            }
+        )
 
     async def _remote(self, message: dict[str, Any]) -> None:
         kind = message.get("kind")
@@ -698,16 +702,7 @@ class DocumentActor:
         elif kind == "who":
             for peer in self._peers.values():
                 cursor = self._cursor_now(peer.cursor, self._cursor_revs.get(peer.client_id))
-                self._publish(
-                    {
-                        "kind": "presence",
-                        "client": peer.client_id,
-                        "user": peer.user_id,
-                        "name": peer.name,
-                        "cursor": cursor,
-                        "rev": self.state.rev,
-                    }
-                )
+                self._publish_presence(peer, cursor)
         elif kind == "leave" and self._remote_peers.pop(message["client"], None) is not None:
             self._announce_leave(message["client"], message["user"], message["name"])
 

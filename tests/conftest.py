@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from collab.app import create_app
 from collab.settings import Settings
 from tests.support import (
     SECRET,
@@ -16,6 +15,7 @@ from tests.support import (
     create_postgres_database,
     drop_postgres_database,
     migrate,
+    open_app_client,
     postgres_url,
     services_required,
 )
@@ -125,12 +125,8 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The in-process app (lifespan running) behind an httpx client."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    async with open_app_client(settings) as client:
+        yield client
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+from collab.app import create_app
 from collab.auth import mint_token
+from collab.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef-0123456789abcdef"
@@ -88,6 +91,17 @@ async def drop_postgres_database(admin_url: str, database_url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def open_app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The in-process app, its lifespan running, behind an httpx client (``client.app``)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
 
 
 def token(sub: str = "alice", *, secret: str = SECRET, **kwargs: Any) -> str:

@@ -11,7 +11,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -19,23 +19,12 @@ import httpx
 import pytest
 
 from collab import ot
-from collab.app import create_app
 from collab.settings import Settings
-from tests.support import SECRET, auth, wait_for
+from tests.support import SECRET, auth, open_app_client, wait_for
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 WRITER = auth("alice")
-
-
-@asynccontextmanager
-async def _open_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
 
 
 @pytest.fixture
@@ -44,7 +33,7 @@ async def client_with(make_settings: Callable[..., Settings]) -> AsyncIterator[C
     async with AsyncExitStack() as stack:
 
         async def open_client(**overrides: Any) -> httpx.AsyncClient:
-            return await stack.enter_async_context(_open_client(make_settings(**overrides)))
+            return await stack.enter_async_context(open_app_client(make_settings(**overrides)))
 
         yield open_client
 
