@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, cast
 
 __all__ = [
     "Component",
@@ -378,18 +378,16 @@ def _merge_into(out: Op, c: Component) -> None:
     """Appends a non-empty piece to ``out``, merging it with a last piece of its kind."""
     if out:
         last = out[-1]
-        if isinstance(c, int) and isinstance(last, int):
-            out[-1] = last + c
-            return
-        if isinstance(c, str) and isinstance(last, str):
-            out[-1] = last + c
-            return
-        if isinstance(c, dict) and isinstance(last, dict):
-            a, b = last["d"], c["d"]
-            if isinstance(a, str) and isinstance(b, str):
-                out[-1] = {"d": a + b}
+        kind = type(c)
+        if kind is type(last):
+            if kind is dict:
+                a, b = cast(Delete, last)["d"], cast(Delete, c)["d"]
+                if type(a) is str and type(b) is str:
+                    out[-1] = {"d": a + b}
+                else:
+                    out[-1] = {"d": _delete_len(a) + _delete_len(b)}
             else:
-                out[-1] = {"d": _delete_len(a) + _delete_len(b)}
+                out[-1] = cast(Any, last) + c
             return
     out.append(c)
 
@@ -399,7 +397,8 @@ def transform_normal(op: Op, other: Op, side: Side) -> Op:
 
     The server's hot path: it transforms each incoming op past every op committed since the
     op's base revision, all of them already normalized, so validating them again would cost
-    more than the transform itself.
+    more than the transform itself. Written flat (``type(x) is``, no helper objects) because
+    it runs once per op per concurrent op: with n typists, n² times.
     """
     left = side == "left"
     out: Op = []
@@ -413,48 +412,58 @@ def transform_normal(op: Op, other: Op, side: Side) -> Op:
         if index == count:
             return limit  # past its end an op reads as an endless skip
         c = op[index]
-        if isinstance(c, str):
+        kind = type(c)
+        if kind is str:
             index += 1
             return c
-        rest = _length(c) - offset
+        if kind is int:
+            rest = cast(int, c) - offset
+            if rest <= limit:
+                index += 1
+                offset = 0
+                return rest
+            offset += limit
+            return limit
+        d = cast(Delete, c)["d"]
+        rest = _delete_len(d) - offset
         if rest <= limit:
-            piece = _slice(c, offset, None) if offset else c
+            piece: int | str = (d - offset) if type(d) is int else cast(str, d)[offset:]
             index += 1
             offset = 0
-            return piece
-        piece = _slice(c, offset, offset + limit)
+            return {"d": piece}
+        piece = limit if type(d) is int else cast(str, d)[offset : offset + limit]
         offset += limit
-        return piece
+        return {"d": piece}
 
     for c in other:
-        if isinstance(c, int):
+        kind = type(c)
+        if kind is int:
             # Keep op's components over the skipped range; its inserts don't use up the skip.
-            remaining = c
+            remaining = cast(int, c)
             while remaining > 0:
                 piece = take(remaining)
                 _merge_into(out, piece)
-                if not isinstance(piece, str):
+                if type(piece) is not str:
                     remaining -= _length(piece)
-        elif isinstance(c, str):
+        elif kind is str:
             # An insert of op at the same spot goes first if op is on the left.
-            if left and index < count and isinstance(op[index], str):
+            if left and index < count and type(op[index]) is str:
                 _merge_into(out, take(0))
-            _merge_into(out, len(c))  # step over other's inserted text
+            _merge_into(out, len(cast(str, c)))  # step over other's inserted text
         else:
             # Text other deleted is gone: drop op's skips and deletes there, keep its inserts.
-            remaining = _delete_len(c["d"])
+            remaining = _delete_len(cast(Delete, c)["d"])
             while remaining > 0:
                 piece = take(remaining)
-                if isinstance(piece, str):
+                if type(piece) is str:
                     _merge_into(out, piece)
                 else:
                     remaining -= _length(piece)
     if index < count and offset:
-        _merge_into(out, _slice(op[index], offset, None))
-        index += 1
+        _merge_into(out, take(1 << 62))  # the rest of a component the walk split
     for c in op[index:]:
         _merge_into(out, c)
-    if out and isinstance(out[-1], int):
+    if out and type(out[-1]) is int:
         out.pop()
     return out
 
