@@ -270,6 +270,14 @@ async def serve_socket(websocket: WebSocket, doc_id: str, services: Services) ->
     except ValueError:
         await deny(websocket, 400, "since must be a revision number")
         return
+    # A reader cannot create the document: refuse a missing one without starting an actor.
+    if (
+        access != "write"
+        and services.registry.loaded(doc_id) is None
+        and await services.store.get_document(doc_id) is None
+    ):
+        await deny(websocket, 404, f"no document {doc_id!r}")
+        return
 
     async with AsyncExitStack() as stack:
         try:
