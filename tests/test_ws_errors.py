@@ -607,23 +607,14 @@ async def test_flood_of_presence_is_rate_limited(strict: ServerProcess) -> None:
     assert before == ("hello", 0)
 
 
-async def test_oversized_frame_closes_with_1009(strict: ServerProcess) -> None:
+# 400 astral characters are 400 code points but 1600 bytes: the limit counts bytes.
+@pytest.mark.parametrize("text", ["x" * 2000, "😀" * 400], ids=["ascii", "multibyte"])
+async def test_oversized_frame_closes_with_1009(strict: ServerProcess, text: str) -> None:
     doc = new_doc()
     await create(strict, doc, "hello")
     before = await state(strict, doc)
     async with joined(strict, doc, "offender") as offender, joined(strict, doc, "bob") as bob:
-        await offender.send(op(0, ["x" * 2000], "offender", 1))
-        assert await close_code(offender) == 1009
-        await assert_undisturbed(strict, doc, before, bob)
-
-
-async def test_oversized_multibyte_frame_closes_with_1009(strict: ServerProcess) -> None:
-    """400 astral characters are 400 code points but 1600 bytes: the limit counts bytes."""
-    doc = new_doc()
-    await create(strict, doc, "hello")
-    before = await state(strict, doc)
-    async with joined(strict, doc, "offender") as offender, joined(strict, doc, "bob") as bob:
-        await offender.send(op(0, ["😀" * 400], "offender", 1))
+        await offender.send(op(0, [text], "offender", 1))
         assert await close_code(offender) == 1009
         await assert_undisturbed(strict, doc, before, bob)
 
