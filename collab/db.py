@@ -26,16 +26,20 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        cursor = dbapi_connection.cursor()
-        # WAL lets readers run beside the single writer; FULL syncs the WAL on every commit,
-        # so an acknowledged op survives a power cut, not only a process crash.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        apply_sqlite_pragmas(dbapi_connection, sqlite_synchronous)
 
     return engine
+
+
+def apply_sqlite_pragmas(dbapi_connection: Any, synchronous: str) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the single writer; FULL syncs the WAL on every commit,
+    # so an acknowledged op survives a power cut, not only a process crash.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

@@ -392,6 +392,25 @@ def _merge_into(out: Op, c: Component) -> None:
     out.append(c)
 
 
+def _extent(op: Op) -> tuple[int, int, int] | None:
+    """(start, characters deleted, characters inserted) of an op that edits one place: an
+    optional skip, then only inserts and deletes; None for any other op (or the empty one)."""
+    if not op:
+        return None
+    start = deleted = inserted = 0
+    for index, c in enumerate(op):
+        kind = type(c)
+        if kind is int:
+            if index:
+                return None
+            start = cast(int, c)
+        elif kind is str:
+            inserted += len(cast(str, c))
+        else:
+            deleted += _delete_len(cast(Delete, c)["d"])
+    return start, deleted, inserted
+
+
 def transform_normal(op: Op, other: Op, side: Side) -> Op:
     """:func:`transform` for inputs known to be valid and in normal form (not checked).
 
@@ -400,6 +419,21 @@ def transform_normal(op: Op, other: Op, side: Side) -> Op:
     more than the transform itself. Written flat (``type(x) is``, no helper objects) because
     it runs once per op per concurrent op: with n typists, n² times.
     """
+    # Typing makes ops that edit one place; two of those that don't touch commute trivially.
+    mine, theirs = _extent(op), _extent(other)
+    if mine is not None and theirs is not None:
+        start, deleted, _ = mine
+        other_start, other_deleted, other_inserted = theirs
+        if other_start + other_deleted < start:
+            # Wholly before op (a gap between them): only op's position moves.
+            return [start + other_inserted - other_deleted, *op[1:]]
+        if other_start > start + deleted:
+            return list(op)  # wholly after op: nothing of op changes
+    return _transform_walk(op, other, side)
+
+
+def _transform_walk(op: Op, other: Op, side: Side) -> Op:
+    """The general transform: walks ``other``, taking pieces of ``op`` as it goes."""
     left = side == "left"
     out: Op = []
     count = len(op)

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import ot
+from collab.commit import CommitRequest, Committer, EngineCommitter, rowcount
 from collab.db import SessionFactory
-from collab.models import Base, Document, Operation, Snapshot
+from collab.models import Document, Operation, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,8 @@ class LoadedDocument:
 class Store(Protocol):
     async def ping(self) -> None: ...
 
+    async def close(self) -> None: ...
+
     async def get_document(self, doc_id: str) -> DocumentInfo | None: ...
 
     async def create_document(
@@ -95,36 +97,6 @@ class Store(Protocol):
     async def rev_at(self, doc_id: str, moment: datetime) -> int | None: ...
 
 
-_documents = Base.metadata.tables[Document.__tablename__]
-_operations = Base.metadata.tables[Operation.__tablename__]
-_snapshots = Base.metadata.tables[Snapshot.__tablename__]
-
-# The commit path uses Core statements built once: the same SQL as the ORM-enabled
-# update()/insert(), without the ORM's bulk bookkeeping (synchronize_session evaluation, cache
-# keys of a fresh statement), which cost more CPU than SQLite's own work (docs/benchmarks.md).
-_ADVANCE = (
-    update(_documents)
-    .where(
-        _documents.c.id == bindparam("b_id", type_=_documents.c.id.type),
-        _documents.c.rev == bindparam("b_base", type_=_documents.c.rev.type),
-    )
-    .values(
-        rev=bindparam("b_rev", type_=_documents.c.rev.type),
-        updated_at=bindparam("b_at", type_=_documents.c.updated_at.type),
-    )
-)
-_INSERT_OPS = insert(_operations)
-_INSERT_SNAPSHOT = insert(_snapshots)
-
-
-class _LostRace(Exception):
-    """Aborts a commit's transaction when the document moved under it."""
-
-
-def encode_op(op: ot.Op) -> str:
-    return orjson.dumps(op).decode()
-
-
 def _info(row: Document) -> DocumentInfo:
     return DocumentInfo(row.id, row.title, row.rev, row.created_at, row.updated_at)
 
@@ -136,9 +108,9 @@ def _stored(row: Operation) -> StoredOp:
 class SqlStore:
     """``Store`` on SQLAlchemy; every method is one short transaction from the factory."""
 
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, committer: Committer | None = None) -> None:
         self._sessions = sessions
-        self._engine: AsyncEngine = sessions.kw["bind"]
+        self._committer = committer or EngineCommitter(sessions.kw["bind"])
 
     async def ping(self) -> None:
         async with self._sessions() as session:
@@ -213,46 +185,10 @@ class SqlStore:
         """
         if not ops:
             return True
-        new_rev = ops[-1].rev
-        now = ops[-1].created_at
-        try:
-            # A Core connection, not a Session: the commit path needs no unit of work, and a
-            # Session's set-up and tear-down cost more CPU than SQLite's work (benchmarks.md).
-            async with self._engine.begin() as conn:
-                moved = await conn.execute(
-                    _ADVANCE,
-                    {"b_id": doc_id, "b_base": base_rev, "b_rev": new_rev, "b_at": now},
-                )
-                if _rowcount(moved) != 1:
-                    raise _LostRace
-                await conn.execute(
-                    _INSERT_OPS,
-                    [
-                        {
-                            "doc_id": doc_id,
-                            "rev": o.rev,
-                            "op": encode_op(o.op),
-                            "src": o.src,
-                            "seq": o.seq,
-                            "user_id": o.user_id,
-                            "created_at": o.created_at,
-                        }
-                        for o in ops
-                    ],
-                )
-                if snapshot is not None:
-                    await conn.execute(
-                        _INSERT_SNAPSHOT,
-                        {
-                            "doc_id": doc_id,
-                            "rev": snapshot[0],
-                            "content": snapshot[1],
-                            "created_at": now,
-                        },
-                    )
-        except (_LostRace, IntegrityError):
-            return False
-        return True
+        return await self._committer.commit(CommitRequest(doc_id, base_rev, ops, snapshot))
+
+    async def close(self) -> None:
+        await self._committer.close()
 
     async def find_rev(self, doc_id: str, src: str, seq: int) -> int | None:
         async with self._sessions() as session:
@@ -293,7 +229,7 @@ class SqlStore:
             await session.execute(delete(Operation).where(Operation.doc_id == doc_id))
             await session.execute(delete(Snapshot).where(Snapshot.doc_id == doc_id))
             gone = await session.execute(delete(Document).where(Document.id == doc_id))
-            return _rowcount(gone) == 1
+            return rowcount(gone) == 1
 
     async def list_snapshots(self, doc_id: str) -> list[SnapshotInfo]:
         async with self._sessions() as session:
@@ -339,8 +275,3 @@ class SqlStore:
                 .limit(1)
             )
             return rev or 0
-
-
-def _rowcount(result: Any) -> int:
-    count: int = result.rowcount
-    return count

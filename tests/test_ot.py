@@ -341,6 +341,38 @@ def doc_and_ops(draw: st.DrawFn, count: int) -> tuple[str, list[Op]]:
     return doc, [ot.normalize(draw(raw_ops(doc))) for _ in range(count)]
 
 
+@st.composite
+def one_place_edits(draw: st.DrawFn, length: int) -> Op:
+    """An op that edits one place of a ``length``-character document, as typing makes."""
+    start = draw(st.integers(0, length))
+    deleted = draw(st.integers(0, min(3, length - start)))
+    inserted = draw(st.sampled_from(["", "x", "yz", "😀"]))
+    pieces: list[Any] = [inserted, {"d": deleted}]
+    if draw(st.booleans()):
+        pieces.reverse()
+    raw: Op = [start, *pieces]
+    return ot.normalize([c for c in raw if c not in (0, "", {"d": 0})])
+
+
+@settings(max_examples=1500)
+@given(st.data())
+def test_the_one_place_shortcut_equals_the_general_walk(data: st.DataObject) -> None:
+    """transform_normal skips the walk when both ops edit one place and don't touch; the
+    positions here are dense so that touching, adjacent and overlapping pairs are common."""
+    length = data.draw(st.integers(0, 8))
+    op, other = data.draw(one_place_edits(length)), data.draw(one_place_edits(length))
+    for side in ("left", "right"):
+        assert ot.transform_normal(op, other, side) == ot._transform_walk(op, other, side)
+
+
+@settings(max_examples=400)
+@given(doc_and_ops(2))
+def test_transform_normal_equals_the_general_walk(case: tuple[str, list[Op]]) -> None:
+    _, (op, other) = case
+    for side in ("left", "right"):
+        assert ot.transform_normal(op, other, side) == ot._transform_walk(op, other, side)
+
+
 @settings(max_examples=400)
 @given(doc_and_ops(2))
 def test_transform_converges(case: tuple[str, list[Op]]) -> None:

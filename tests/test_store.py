@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from collab import ot
+from collab.commit import EngineCommitter, SqliteWriter, create_committer
 from collab.db import create_engine, create_session_factory
 from collab.store import SqlStore, StoredOp
 
@@ -17,11 +18,21 @@ T0 = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    """Built as the app builds it: SQLite commits through the writer thread."""
     engine = create_engine(database_url)
+    store = SqlStore(create_session_factory(engine), create_committer(engine, "FULL"))
     try:
-        yield SqlStore(create_session_factory(engine))
+        yield store
     finally:
+        await store.close()
         await engine.dispose()
+
+
+def test_sqlite_files_commit_on_the_writer_thread(database_url: str) -> None:
+    engine = create_engine(database_url)
+    expected = SqliteWriter if database_url.startswith("sqlite") else EngineCommitter
+    assert isinstance(create_committer(engine, "FULL"), expected)
+    assert not SqliteWriter.usable("sqlite+aiosqlite:///:memory:")
 
 
 def op_at(rev: int, op: ot.Op, *, src: str = "s", seq: int | None = None,
@@ -147,6 +158,29 @@ async def test_racing_commits_one_wins(store: SqlStore) -> None:
     assert sorted(results) == [False] * 5 + [True]
     [stored] = await store.load_ops("d", after=0)
     assert stored.src == f"w{results.index(True)}"
+
+
+async def test_concurrent_commits_of_many_documents(store: SqlStore) -> None:
+    """Batches waiting together may share a transaction: each still wins or loses alone."""
+    for doc in ("a", "b", "c", "moved", "dup"):
+        await store.create_document(doc, "", "", T0)
+    assert await store.commit("moved", 0, [op_at(1, ["m"], src="x")], None)
+    assert await store.commit("dup", 0, [op_at(1, ["d"], src="ed", seq=1)], None)
+    results = await asyncio.gather(
+        store.commit("a", 0, [op_at(1, ["a1"]), op_at(2, [2, "a2"])], None),
+        store.commit("moved", 0, [op_at(1, ["late"], src="y")], None),
+        store.commit("b", 0, [op_at(1, ["b1"])], (1, "b1")),
+        store.commit("dup", 1, [op_at(2, [1, "again"], src="ed", seq=1)], None),
+        store.commit("c", 0, [op_at(1, ["c1"])], None),
+    )
+    assert results == [True, False, True, False, True]
+    assert [s.op for s in await store.load_ops("a", after=0)] == [["a1"], [2, "a2"]]
+    assert await store.content_at("b", 1) == "b1"
+    assert [s.rev for s in await store.list_snapshots("b")] == [0, 1]
+    assert [s.src for s in await store.load_ops("moved", after=0)] == ["x"]
+    assert [s.op for s in await store.load_ops("dup", after=0)] == [["d"]]
+    infos = [await store.get_document(doc) for doc in ("a", "b", "c", "moved", "dup")]
+    assert [info.rev if info else None for info in infos] == [2, 1, 1, 1, 1]
 
 
 async def test_find_rev(store: SqlStore) -> None:

@@ -1,0 +1,270 @@
+"""The commit path: appending a batch of sequenced ops, the one write on every op's way to its ack.
+
+A commit is three Core statements: advance ``documents.rev`` from the revision the batch was
+sequenced on (the optimistic check that makes several writers safe), insert the ops, and insert
+a snapshot now and then. Two implementations:
+
+- :class:`EngineCommitter` runs them on the async engine, one transaction per batch. Used for
+  PostgreSQL, where asyncpg's round trips are cheap.
+- :class:`SqliteWriter` runs them on one thread of its own with a synchronous connection, and
+  puts every batch that is waiting, from any document, into the same transaction. aiosqlite hands
+  each statement to its thread and back (about eight hand-offs per transaction, ~1 ms of CPU);
+  here a whole group costs one hand-off and one fsync (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import Connection, bindparam, event, insert, update
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from collab import ot
+from collab.db import apply_sqlite_pragmas, is_sqlite
+from collab.models import Base, Document, Operation, Snapshot
+
+log = logging.getLogger(__name__)
+
+_documents = Base.metadata.tables[Document.__tablename__]
+_operations = Base.metadata.tables[Operation.__tablename__]
+_snapshots = Base.metadata.tables[Snapshot.__tablename__]
+
+# Core statements built once: the same SQL as the ORM-enabled update()/insert(), without the
+# ORM's bulk bookkeeping, which costs more CPU than SQLite's own work (docs/benchmarks.md).
+_ADVANCE = (
+    update(_documents)
+    .where(
+        _documents.c.id == bindparam("b_id", type_=_documents.c.id.type),
+        _documents.c.rev == bindparam("b_base", type_=_documents.c.rev.type),
+    )
+    .values(
+        rev=bindparam("b_rev", type_=_documents.c.rev.type),
+        updated_at=bindparam("b_at", type_=_documents.c.updated_at.type),
+    )
+)
+_INSERT_OPS = insert(_operations)
+_INSERT_SNAPSHOT = insert(_snapshots)
+
+
+class CommittedOp(Protocol):
+    """What a commit needs of an op (``collab.store.StoredOp`` has it)."""
+
+    @property
+    def rev(self) -> int: ...
+    @property
+    def op(self) -> ot.Op: ...
+    @property
+    def src(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def created_at(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    doc_id: str
+    base_rev: int
+    ops: Sequence[CommittedOp]
+    snapshot: tuple[int, str] | None
+
+    def advance_params(self) -> dict[str, Any]:
+        last = self.ops[-1]
+        return {
+            "b_id": self.doc_id,
+            "b_base": self.base_rev,
+            "b_rev": last.rev,
+            "b_at": last.created_at,
+        }
+
+    def op_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "doc_id": self.doc_id,
+                "rev": o.rev,
+                "op": encode_op(o.op),
+                "src": o.src,
+                "seq": o.seq,
+                "user_id": o.user_id,
+                "created_at": o.created_at,
+            }
+            for o in self.ops
+        ]
+
+    def snapshot_row(self) -> dict[str, Any] | None:
+        if self.snapshot is None:
+            return None
+        rev, content = self.snapshot
+        return {
+            "doc_id": self.doc_id,
+            "rev": rev,
+            "content": content,
+            "created_at": self.ops[-1].created_at,
+        }
+
+
+def encode_op(op: ot.Op) -> str:
+    return orjson.dumps(op).decode()
+
+
+class Committer(Protocol):
+    async def commit(self, request: CommitRequest) -> bool:
+        """True once the batch is durable; False if the document moved or is gone (nothing
+        is written then)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _LostRace(Exception):
+    """Aborts a commit's transaction when the document moved under it."""
+
+
+def rowcount(result: Any) -> int:
+    count: int = result.rowcount
+    return count
+
+
+class EngineCommitter:
+    """One transaction per batch on the async engine's pool."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def commit(self, request: CommitRequest) -> bool:
+        try:
+            async with self._engine.begin() as conn:
+                moved = await conn.execute(_ADVANCE, request.advance_params())
+                if rowcount(moved) != 1:
+                    raise _LostRace
+                await conn.execute(_INSERT_OPS, request.op_rows())
+                snapshot = request.snapshot_row()
+                if snapshot is not None:
+                    await conn.execute(_INSERT_SNAPSHOT, snapshot)
+        except (_LostRace, IntegrityError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+class SqliteWriter:
+    """Commits on a dedicated thread; the batches waiting when it is free share a transaction.
+
+    The loop side only queues a request and wakes the thread when it is idle; the thread's
+    answer comes back in one callback for the whole group. A group is atomic only per batch in
+    effect: a batch whose document moved is skipped (its ``UPDATE`` matched nothing) while the
+    others commit; a constraint violation rolls the group back and each batch is retried alone.
+    """
+
+    def __init__(self, url: URL | str, synchronous: str) -> None:
+        sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+        self._engine: Engine = create_sync_engine(sync_url, connect_args={"timeout": 30})
+
+        @event.listens_for(self._engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            apply_sqlite_pragmas(dbapi_connection, synchronous)
+
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._connection: Connection | None = None  # used on the writer thread only
+        self._waiting: list[tuple[CommitRequest, asyncio.Future[bool]]] = []
+        self._in_flight: asyncio.Future[list[bool]] | None = None
+
+    @staticmethod
+    def usable(url: str) -> bool:
+        """A file database: an in-memory one is private to each connection."""
+        if not is_sqlite(url):
+            return False
+        parsed = make_url(url)
+        return parsed.database not in (None, "", ":memory:") and "memory" not in str(parsed.query)
+
+    async def commit(self, request: CommitRequest) -> bool:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, done))
+        if self._in_flight is None:
+            self._write_next()
+        return await done
+
+    def _write_next(self) -> None:
+        group, self._waiting = self._waiting, []
+        written = asyncio.get_running_loop().run_in_executor(
+            self._thread, self._write_group, [request for request, _ in group]
+        )
+        written.add_done_callback(lambda outcome: self._answer(group, outcome))
+        self._in_flight = written
+
+    def _answer(
+        self,
+        group: list[tuple[CommitRequest, asyncio.Future[bool]]],
+        outcome: asyncio.Future[list[bool]],
+    ) -> None:
+        error = outcome.exception()
+        for index, (_, done) in enumerate(group):
+            if done.done():
+                continue
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(outcome.result()[index])
+        self._in_flight = None
+        if self._waiting:
+            self._write_next()
+
+    # -- on the writer thread -------------------------------------------------------------
+
+    def _write_group(self, group: list[CommitRequest]) -> list[bool]:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        conn = self._connection
+        try:
+            with conn.begin():
+                won = [rowcount(conn.execute(_ADVANCE, r.advance_params())) == 1 for r in group]
+                rows = [row for r, ok in zip(group, won, strict=True) if ok for row in r.op_rows()]
+                if rows:
+                    conn.execute(_INSERT_OPS, rows)
+                snapshots = [
+                    snap
+                    for r, ok in zip(group, won, strict=True)
+                    if ok and (snap := r.snapshot_row()) is not None
+                ]
+                if snapshots:
+                    conn.execute(_INSERT_SNAPSHOT, snapshots)
+            return won
+        except IntegrityError:
+            if len(group) == 1:
+                return [False]
+            # One batch broke a constraint: find which by committing each on its own.
+            return [self._write_group([request])[0] for request in group]
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
+
+    async def close(self) -> None:
+        # Let the groups in flight answer their callers before the thread goes.
+        while self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_connection)
+        self._thread.shutdown(wait=True)
+
+
+def create_committer(engine: AsyncEngine, synchronous: str) -> Committer:
+    url = engine.url.render_as_string(hide_password=False)
+    if SqliteWriter.usable(url):
+        return SqliteWriter(engine.url, synchronous)
+    return EngineCommitter(engine)
