@@ -91,6 +91,7 @@ class DocumentState:
         self.rev = rev
         self.max_rebase = max_rebase
         self._window: deque[StoredOp] = deque(maxlen=window)
+        self._extents: dict[int, ot.Extent | None] = {}  # of the held ops, by revision
         self._rev_by_src_seq: dict[tuple[str, int], int] = {}
         self._max_seq: dict[str, int] = {}
         for stored in recent:
@@ -202,12 +203,18 @@ class DocumentState:
         if base < 0 or batch.rev - base > self.max_rebase:
             raise SubmitError("bad_revision", f"revision {base} is older than the history held")
         missed = self._missed(base, batch, older)
-        base_length = len(batch.text) - sum(length_delta(s.op) for s in missed)
+        held = self._extents
+        # Only accepted ops are in held: a staged op's revision may yet go to another op.
+        extents = [
+            held[s.rev] if s.rev <= self.rev and s.rev in held else ot.extent(s.op) for s in missed
+        ]
+        base_length = len(batch.text) - sum(
+            length_delta(s.op) if e is None else e[2] - e[1]
+            for s, e in zip(missed, extents, strict=True)
+        )
         op = ot.normalize(submission.op)
         ot.check(op, base_length)
-        for stored in missed:
-            op = ot.transform_normal(op, stored.op, "left")
-        return op
+        return ot.transform_past(op, zip([s.op for s in missed], extents, strict=True), "left")
 
     def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[StoredOp]:
         # A base inside this batch (after self.rev) misses only the batch's later ops.
@@ -223,7 +230,9 @@ class DocumentState:
         if len(self._window) == self._window.maxlen:
             evicted = self._window[0]
             self._rev_by_src_seq.pop((evicted.src, evicted.seq), None)
+            self._extents.pop(evicted.rev, None)
         self._window.append(stored)
+        self._extents[stored.rev] = ot.extent(stored.op)
         self._rev_by_src_seq[(stored.src, stored.seq)] = stored.rev
         if stored.seq > self._max_seq.get(stored.src, 0):
             self._max_seq[stored.src] = stored.seq

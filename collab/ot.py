@@ -38,7 +38,7 @@ with a message naming the component (0-based index into the op) and the problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, Literal, TypeAlias, cast
 
 __all__ = [
@@ -392,7 +392,10 @@ def _merge_into(out: Op, c: Component) -> None:
     out.append(c)
 
 
-def _extent(op: Op) -> tuple[int, int, int] | None:
+Extent: TypeAlias = tuple[int, int, int]
+
+
+def extent(op: Op) -> Extent | None:
     """(start, characters deleted, characters inserted) of an op that edits one place: an
     optional skip, then only inserts and deletes; None for any other op (or the empty one)."""
     if not op:
@@ -420,7 +423,7 @@ def transform_normal(op: Op, other: Op, side: Side) -> Op:
     it runs once per op per concurrent op: with n typists, n² times.
     """
     # Typing makes ops that edit one place; two of those that don't touch commute trivially.
-    mine, theirs = _extent(op), _extent(other)
+    mine, theirs = extent(op), extent(other)
     if mine is not None and theirs is not None:
         start, deleted, _ = mine
         other_start, other_deleted, other_inserted = theirs
@@ -430,6 +433,38 @@ def transform_normal(op: Op, other: Op, side: Side) -> Op:
         if other_start > start + deleted:
             return list(op)  # wholly after op: nothing of op changes
     return _transform_walk(op, other, side)
+
+
+def transform_past(op: Op, others: Iterable[tuple[Op, Extent | None]], side: Side) -> Op:
+    """``op`` transformed past each of ``others`` in turn (normal-form inputs, not checked).
+
+    Each of ``others`` comes with its :func:`extent`, so a caller that keeps many ops computes
+    it once. While ``op`` edits one place, an other op that doesn't touch it only moves that
+    place; the moves are summed and written into the op once, not one new list per op.
+    Returns ``op`` itself when nothing changes it.
+    """
+    mine = extent(op)
+    shift = 0  # how far op's start moved since op was last written out
+    for other, theirs in others:
+        if mine is not None and theirs is not None:
+            start, deleted, inserted = mine
+            other_start, other_deleted, other_inserted = theirs
+            if other_start + other_deleted < start:
+                moved = other_inserted - other_deleted
+                mine = (start + moved, deleted, inserted)
+                shift += moved
+                continue
+            if other_start > start + deleted:
+                continue
+        if shift:
+            # Only an op that starts with a skip can have moved (it was after another op).
+            op = [cast(int, op[0]) + shift, *op[1:]]
+            shift = 0
+        op = _transform_walk(op, other, side)
+        mine = extent(op)
+    if shift:
+        op = [cast(int, op[0]) + shift, *op[1:]]
+    return op
 
 
 def _transform_walk(op: Op, other: Op, side: Side) -> Op:

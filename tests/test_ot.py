@@ -365,6 +365,26 @@ def test_the_one_place_shortcut_equals_the_general_walk(data: st.DataObject) -> 
         assert ot.transform_normal(op, other, side) == ot._transform_walk(op, other, side)
 
 
+@settings(max_examples=800)
+@given(st.data())
+def test_transform_past_equals_transforming_one_by_one(data: st.DataObject) -> None:
+    """The server's rebase: an op past a run of committed ops, mostly one-place edits."""
+    length = data.draw(st.integers(0, 8))
+    op = data.draw(one_place_edits(length))
+    others: list[Op] = []
+    for _ in range(data.draw(st.integers(0, 6))):
+        doc = "x" * length
+        other = data.draw(st.one_of(one_place_edits(length), raw_ops(doc).map(ot.normalize)))
+        others.append(other)
+        length = len(ot.apply(doc, other))
+    side = data.draw(st.sampled_from(["left", "right"]))
+    expected = op
+    for other in others:
+        expected = ot._transform_walk(expected, other, side)
+    pairs = [(other, ot.extent(other)) for other in others]
+    assert ot.transform_past(op, pairs, side) == expected
+
+
 @settings(max_examples=400)
 @given(doc_and_ops(2))
 def test_transform_normal_equals_the_general_walk(case: tuple[str, list[Op]]) -> None:
