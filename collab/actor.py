@@ -537,13 +537,16 @@ class DocumentActor:
         if not unsent:
             return
         self._last_flush = asyncio.get_running_loop().time()
-        authors = {id(u.origin) for u in unsent if u.origin is not None}
-        items = [u.item for u in unsent if u.item is not None]
-        shared = protocol.batch_frame(items) if items else None
+        batch = protocol.SharedBatch([u.item for u in unsent])
+        acks_of: dict[int, list[tuple[int, bytes]]] = {}
+        for index, u in enumerate(unsent):
+            if u.origin is not None and u.ack is not None:
+                acks_of.setdefault(id(u.origin), []).append((index, u.ack))
+        shared = batch.shared()
         for peer in self._peers.values():
-            if id(peer) in authors:
-                own = [u.ack if u.origin is peer else u.item for u in unsent]
-                peer.send(protocol.batch_frame([item for item in own if item is not None]))
+            acks = acks_of.get(id(peer))
+            if acks is not None:
+                peer.send(batch.with_acks(acks))
             elif shared is not None:
                 peer.send(shared)
 

@@ -7,12 +7,15 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collab.protocol import (
     MAX_INT,
     OpFrame,
     PresenceFrame,
     ProtocolError,
+    SharedBatch,
     ack_frame,
     batch_frame,
     decode_client_frame,
@@ -226,3 +229,24 @@ def test_batch_frame_keeps_order() -> None:
     assert frame["type"] == "ops"
     assert frame["items"] == [orjson.loads(item) for item in items]
     assert [item["rev"] for item in frame["items"]] == [1, 2, 3]
+
+
+@settings(max_examples=500)
+@given(st.data())
+def test_shared_batch_gives_authors_their_acks_in_place(data: st.DataObject) -> None:
+    """SharedBatch's cut-and-splice frames equal building each peer's item list outright."""
+    count = data.draw(st.integers(0, 8))
+    items: list[bytes | None] = [
+        None if data.draw(st.integers(0, 4)) == 0 else b'{"type":"op","rev":%d}' % i
+        for i in range(count)
+    ]
+    # An author's indexes: its ops, and maybe None items (acks only it hears).
+    mine = sorted(data.draw(st.sets(st.integers(0, count - 1)))) if count else []
+    acks = [(i, b'{"type":"ack","rev":%d}' % i) for i in mine]
+    batch = SharedBatch(items)
+    present = [item for item in items if item is not None]
+    assert batch.shared() == (batch_frame(present) if present else None)
+    if acks:
+        ack_of = dict(acks)
+        expected = [ack_of.get(i, item) for i, item in enumerate(items)]
+        assert batch.with_acks(acks) == batch_frame([x for x in expected if x is not None])
