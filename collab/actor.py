@@ -437,11 +437,11 @@ class DocumentActor:
     async def _sequence(self, submits: list[Submit]) -> None:
         state = self.state
         submissions = [s.submission for s in submits]
-        for submission in submissions:
-            if state.needs_lookup(submission.src, submission.seq):
-                rev = await self._store.find_rev(self.doc_id, submission.src, submission.seq)
-                if rev is not None:
-                    state.note_stored_rev(submission.src, submission.seq, rev)
+        unknown = [(s.src, s.seq) for s in submissions if state.needs_lookup(s.src, s.seq)]
+        if unknown:
+            found = await self._store.find_revs(self.doc_id, unknown)
+            for (src, seq), rev in found.items():
+                state.note_stored_rev(src, seq, rev)
         older = await self._older_ops(submissions)
         while True:
             batch = state.stage(submissions, utcnow(), older)

@@ -209,8 +209,7 @@ class DocumentState:
             held[s.rev] if s.rev <= self.rev and s.rev in held else ot.extent(s.op) for s in missed
         ]
         base_length = len(batch.text) - sum(
-            length_delta(s.op) if e is None else e[2] - e[1]
-            for s, e in zip(missed, extents, strict=True)
+            length_delta(s.op) if e is None else e[2] for s, e in zip(missed, extents, strict=True)
         )
         op = ot.normalize(submission.op)
         ot.check(op, base_length)

@@ -396,22 +396,29 @@ Extent: TypeAlias = tuple[int, int, int]
 
 
 def extent(op: Op) -> Extent | None:
-    """(start, characters deleted, characters inserted) of an op that edits one place: an
-    optional skip, then only inserts and deletes; None for any other op (or the empty one)."""
+    """Where ``op`` edits: (start, span, growth), or None for the empty op.
+
+    ``start`` is its leading skip, ``span`` the characters of the document it covers after
+    that (skips and deletes up to its last component) and ``growth`` how many characters it
+    adds (inserts minus deletes). Two ops whose spans don't touch commute trivially.
+    """
     if not op:
         return None
-    start = deleted = inserted = 0
+    start = span = growth = 0
     for index, c in enumerate(op):
         kind = type(c)
         if kind is int:
             if index:
-                return None
-            start = cast(int, c)
+                span += cast(int, c)
+            else:
+                start = cast(int, c)
         elif kind is str:
-            inserted += len(cast(str, c))
+            growth += len(cast(str, c))
         else:
-            deleted += _delete_len(cast(Delete, c)["d"])
-    return start, deleted, inserted
+            deleted = _delete_len(cast(Delete, c)["d"])
+            span += deleted
+            growth -= deleted
+    return start, span, growth
 
 
 def transform_normal(op: Op, other: Op, side: Side) -> Op:
@@ -422,15 +429,14 @@ def transform_normal(op: Op, other: Op, side: Side) -> Op:
     more than the transform itself. Written flat (``type(x) is``, no helper objects) because
     it runs once per op per concurrent op: with n typists, n² times.
     """
-    # Typing makes ops that edit one place; two of those that don't touch commute trivially.
+    # Ops whose spans don't touch commute: the later one only moves (a gap between them).
     mine, theirs = extent(op), extent(other)
     if mine is not None and theirs is not None:
-        start, deleted, _ = mine
-        other_start, other_deleted, other_inserted = theirs
-        if other_start + other_deleted < start:
-            # Wholly before op (a gap between them): only op's position moves.
-            return [start + other_inserted - other_deleted, *op[1:]]
-        if other_start > start + deleted:
+        start, span, _ = mine
+        other_start, other_span, other_growth = theirs
+        if other_start + other_span < start:
+            return [start + other_growth, *op[1:]]  # wholly before op: op only moves
+        if other_start > start + span:
             return list(op)  # wholly after op: nothing of op changes
     return _transform_walk(op, other, side)
 
@@ -439,22 +445,21 @@ def transform_past(op: Op, others: Iterable[tuple[Op, Extent | None]], side: Sid
     """``op`` transformed past each of ``others`` in turn (normal-form inputs, not checked).
 
     Each of ``others`` comes with its :func:`extent`, so a caller that keeps many ops computes
-    it once. While ``op`` edits one place, an other op that doesn't touch it only moves that
-    place; the moves are summed and written into the op once, not one new list per op.
+    it once. An other op that doesn't touch ``op``'s span only moves it; the moves are summed
+    and written into the op once, not one new list per op. Only ops that touch are walked.
     Returns ``op`` itself when nothing changes it.
     """
     mine = extent(op)
     shift = 0  # how far op's start moved since op was last written out
     for other, theirs in others:
         if mine is not None and theirs is not None:
-            start, deleted, inserted = mine
-            other_start, other_deleted, other_inserted = theirs
-            if other_start + other_deleted < start:
-                moved = other_inserted - other_deleted
-                mine = (start + moved, deleted, inserted)
-                shift += moved
+            start, span, growth = mine
+            other_start, other_span, other_growth = theirs
+            if other_start + other_span < start:
+                mine = (start + other_growth, span, growth)
+                shift += other_growth
                 continue
-            if other_start > start + deleted:
+            if other_start > start + span:
                 continue
         if shift:
             # Only an op that starts with a skip can have moved (it was after another op).

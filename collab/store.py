@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 import orjson
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from collab import ot
@@ -80,7 +80,9 @@ class Store(Protocol):
         snapshot: tuple[int, str] | None,
     ) -> bool: ...
 
-    async def find_rev(self, doc_id: str, src: str, seq: int) -> int | None: ...
+    async def find_revs(
+        self, doc_id: str, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]: ...
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None: ...
 
@@ -103,6 +105,10 @@ def _info(row: Document) -> DocumentInfo:
 
 def _stored(row: Operation) -> StoredOp:
     return StoredOp(row.rev, orjson.loads(row.op), row.src, row.seq, row.user_id, row.created_at)
+
+
+# Pairs per lookup query: well under SQLite's limit of bound parameters.
+_LOOKUP_CHUNK = 400
 
 
 class SqlStore:
@@ -190,14 +196,28 @@ class SqlStore:
     async def close(self) -> None:
         await self._committer.close()
 
-    async def find_rev(self, doc_id: str, src: str, seq: int) -> int | None:
+    async def find_revs(
+        self, doc_id: str, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """The revisions at which these (src, seq) pairs were stored, for those that were.
+
+        One query for a whole batch: when hundreds of clients join a document, each one's
+        first op needs this check, and one query each would hold the actor up for all of them.
+        """
+        wanted = list(dict.fromkeys(keys))
+        found: dict[tuple[str, int], int] = {}
         async with self._sessions() as session:
-            rev: int | None = await session.scalar(
-                select(Operation.rev).where(
-                    Operation.doc_id == doc_id, Operation.src == src, Operation.seq == seq
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[start : start + _LOOKUP_CHUNK]
+                rows = await session.execute(
+                    select(Operation.src, Operation.seq, Operation.rev).where(
+                        Operation.doc_id == doc_id,
+                        tuple_(Operation.src, Operation.seq).in_(chunk),
+                    )
                 )
-            )
-            return rev
+                for src, seq, rev in rows:
+                    found[(src, seq)] = rev
+        return found
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
         """Stores a snapshot unless one already exists at that revision."""

@@ -71,7 +71,7 @@ async def test_unknown_document(store: SqlStore) -> None:
     assert await store.get_document("nope") is None
     assert await store.load_document("nope") is None
     assert await store.load_ops("nope", after=0) == []
-    assert await store.find_rev("nope", "s", 1) is None
+    assert await store.find_revs("nope", [("s", 1)]) == {}
     assert await store.list_snapshots("nope") == []
     assert await store.rev_at("nope", T0) is None
     assert await store.delete_document("nope") is False
@@ -146,8 +146,8 @@ async def test_same_src_seq_on_two_documents_is_fine(store: SqlStore) -> None:
     for doc in ("a", "b"):
         await store.create_document(doc, "", "", T0)
         assert await store.commit(doc, 0, [op_at(1, ["x"], src="ed", seq=1)], None)
-    assert await store.find_rev("a", "ed", 1) == 1
-    assert await store.find_rev("b", "ed", 1) == 1
+    assert await store.find_revs("a", [("ed", 1)]) == {("ed", 1): 1}
+    assert await store.find_revs("b", [("ed", 1)]) == {("ed", 1): 1}
 
 
 async def test_racing_commits_one_wins(store: SqlStore) -> None:
@@ -183,13 +183,14 @@ async def test_concurrent_commits_of_many_documents(store: SqlStore) -> None:
     assert [info.rev if info else None for info in infos] == [2, 1, 1, 1, 1]
 
 
-async def test_find_rev(store: SqlStore) -> None:
+async def test_find_revs(store: SqlStore) -> None:
     await store.create_document("d", "", "", T0)
     await store.commit("d", 0, [op_at(1, ["a"], src="ed", seq=1),
                                 op_at(2, ["b"], src="ed", seq=2)], None)
-    assert await store.find_rev("d", "ed", 2) == 2
-    assert await store.find_rev("d", "ed", 3) is None
-    assert await store.find_rev("d", "other", 1) is None
+    found = await store.find_revs("d", [("ed", 2), ("ed", 3), ("other", 1), ("ed", 2)])
+    assert found == {("ed", 2): 2}
+    many = await store.find_revs("d", [(f"c{i}", 1) for i in range(1000)] + [("ed", 1)])
+    assert many == {("ed", 1): 1}
 
 
 async def test_snapshots_and_load(store: SqlStore) -> None:
