@@ -49,28 +49,21 @@ class Outcome:
         return self.error is None and self.committed is None
 
 
+RebasePair = tuple[ot.Op, ot.Extent | None]
+
+
 @dataclass(slots=True)
 class Batch:
     base_rev: int
     text: str
     ops: list[StoredOp] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    # (op, extent) of each of ops: what a later submission of the batch is rebased past.
+    rebase_pairs: list[RebasePair] = field(default_factory=list)
 
     @property
     def rev(self) -> int:
         return self.base_rev + len(self.ops)
-
-
-def length_delta(op: ot.Op) -> int:
-    """How many code points ``op`` adds to the document (negative when it removes)."""
-    delta = 0
-    for component in op:
-        if isinstance(component, str):
-            delta += len(component)
-        elif isinstance(component, dict):
-            deleted = component["d"]
-            delta -= deleted if isinstance(deleted, int) else len(deleted)
-    return delta
 
 
 class DocumentState:
@@ -91,7 +84,8 @@ class DocumentState:
         self.rev = rev
         self.max_rebase = max_rebase
         self._window: deque[StoredOp] = deque(maxlen=window)
-        self._extents: dict[int, ot.Extent | None] = {}  # of the held ops, by revision
+        # The held ops again, each with its extent (computed once): what rebases walk over.
+        self._pairs: deque[RebasePair] = deque(maxlen=window)
         self._rev_by_src_seq: dict[tuple[str, int], int] = {}
         self._max_seq: dict[str, int] = {}
         for stored in recent:
@@ -160,6 +154,7 @@ class DocumentState:
             )
             batch.text = text
             batch.ops.append(stored)
+            batch.rebase_pairs.append((op, ot.extent(op)))
             staged_by_src_seq[key] = stored.rev
             outcome.rev = stored.rev
             outcome.committed = stored
@@ -203,35 +198,33 @@ class DocumentState:
         if base < 0 or batch.rev - base > self.max_rebase:
             raise SubmitError("bad_revision", f"revision {base} is older than the history held")
         missed = self._missed(base, batch, older)
-        held = self._extents
-        # Only accepted ops are in held: a staged op's revision may yet go to another op.
-        extents = [
-            held[s.rev] if s.rev <= self.rev and s.rev in held else ot.extent(s.op) for s in missed
-        ]
-        base_length = len(batch.text) - sum(
-            length_delta(s.op) if e is None else e[2] for s, e in zip(missed, extents, strict=True)
-        )
+        # An op without an extent is the empty op: it changes no length.
+        base_length = len(batch.text) - sum(e[2] for _, e in missed if e is not None)
         op = ot.normalize(submission.op)
         ot.check(op, base_length)
-        return ot.transform_past(op, zip([s.op for s in missed], extents, strict=True), "left")
+        return ot.transform_past(op, missed, "left")
 
-    def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[StoredOp]:
-        # A base inside this batch (after self.rev) misses only the batch's later ops.
-        held = [] if base >= self.rev else self.recent_ops(base)
-        if held is None:
+    def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[RebasePair]:
+        """The ops after revision ``base`` (held, staged, and ``older`` ones if needed)."""
+        if base >= self.rev:
+            # A base inside this batch misses only the batch's later ops.
+            return batch.rebase_pairs[base - self.rev :]
+        if base >= self.first_held_rev:
+            held = list(islice(reversed(self._pairs), self.rev - base))
+            held.reverse()
+        else:
             before = [s for s in older if base < s.rev <= self.first_held_rev]
             if len(before) != self.first_held_rev - base:
                 raise SubmitError("bad_revision", f"revision {base} is older than the history held")
-            held = before + list(self._window)
-        return held + [s for s in batch.ops if s.rev > base]
+            held = [(s.op, ot.extent(s.op)) for s in before] + list(self._pairs)
+        return held + batch.rebase_pairs
 
     def _remember(self, stored: StoredOp) -> None:
         if len(self._window) == self._window.maxlen:
             evicted = self._window[0]
             self._rev_by_src_seq.pop((evicted.src, evicted.seq), None)
-            self._extents.pop(evicted.rev, None)
         self._window.append(stored)
-        self._extents[stored.rev] = ot.extent(stored.op)
+        self._pairs.append((stored.op, ot.extent(stored.op)))
         self._rev_by_src_seq[(stored.src, stored.seq)] = stored.rev
         if stored.seq > self._max_seq.get(stored.src, 0):
             self._max_seq[stored.src] = stored.seq

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from collab import ot
-from collab.document import Batch, DocumentState, Submission, length_delta
+from collab.document import Batch, DocumentState, Submission
 from collab.store import StoredOp
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -35,9 +35,10 @@ def typed(state: DocumentState, text: str, src: str = "typist") -> list[StoredOp
     return ops
 
 
-def test_length_delta() -> None:
-    assert length_delta([3, "abc", {"d": 2}, {"d": "xyz"}]) == 3 - 2 - 3
-    assert length_delta([]) == 0
+def test_extent_is_start_span_and_growth() -> None:
+    assert ot.extent([3, "abc", {"d": 2}, 4, {"d": "xyz"}]) == (3, 2 + 4 + 3, 3 - 2 - 3)
+    assert ot.extent(["😀"]) == (0, 0, 1)
+    assert ot.extent([]) is None
 
 
 def test_stage_changes_nothing_until_accept() -> None:
