@@ -60,10 +60,15 @@ class Batch:
     outcomes: list[Outcome] = field(default_factory=list)
     # (op, extent) of each of ops: what a later submission of the batch is rebased past.
     rebase_pairs: list[RebasePair] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # of the text after each of ops
 
     @property
     def rev(self) -> int:
         return self.base_rev + len(self.ops)
+
+
+def _growth(reach: ot.Extent | None) -> int:
+    return 0 if reach is None else reach[2]  # no extent: the empty op
 
 
 class DocumentState:
@@ -88,6 +93,10 @@ class DocumentState:
         self._pairs: deque[RebasePair] = deque(maxlen=window)
         self._rev_by_src_seq: dict[tuple[str, int], int] = {}
         self._max_seq: dict[str, int] = {}
+        recent = list(recent)
+        # The text's length at each revision from first_held_rev to rev.
+        self._lengths: deque[int] = deque(maxlen=window + 1)
+        self._lengths.append(len(text) - sum(_growth(ot.extent(s.op)) for s in recent))
         for stored in recent:
             self._remember(stored)
 
@@ -155,6 +164,7 @@ class DocumentState:
             batch.text = text
             batch.ops.append(stored)
             batch.rebase_pairs.append((op, ot.extent(op)))
+            batch.lengths.append(len(text))
             staged_by_src_seq[key] = stored.rev
             outcome.rev = stored.rev
             outcome.committed = stored
@@ -197,34 +207,41 @@ class DocumentState:
             )
         if base < 0 or batch.rev - base > self.max_rebase:
             raise SubmitError("bad_revision", f"revision {base} is older than the history held")
-        missed = self._missed(base, batch, older)
-        # An op without an extent is the empty op: it changes no length.
-        base_length = len(batch.text) - sum(e[2] for _, e in missed if e is not None)
+        missed, base_length = self._missed(base, batch, older)
         op = ot.normalize(submission.op)
         ot.check(op, base_length)
         return ot.transform_past(op, missed, "left")
 
-    def _missed(self, base: int, batch: Batch, older: Sequence[StoredOp]) -> list[RebasePair]:
-        """The ops after revision ``base`` (held, staged, and ``older`` ones if needed)."""
+    def _missed(
+        self, base: int, batch: Batch, older: Sequence[StoredOp]
+    ) -> tuple[list[RebasePair], int]:
+        """The ops after revision ``base`` (held, staged, and ``older`` ones if needed), and
+        the text's length at ``base``."""
         if base >= self.rev:
             # A base inside this batch misses only the batch's later ops.
-            return batch.rebase_pairs[base - self.rev :]
-        if base >= self.first_held_rev:
+            staged = base - self.rev
+            length = batch.lengths[staged - 1] if staged else self._lengths[-1]
+            return batch.rebase_pairs[staged:], length
+        first = self.first_held_rev
+        if base >= first:
             held = list(islice(reversed(self._pairs), self.rev - base))
             held.reverse()
-        else:
-            before = [s for s in older if base < s.rev <= self.first_held_rev]
-            if len(before) != self.first_held_rev - base:
-                raise SubmitError("bad_revision", f"revision {base} is older than the history held")
-            held = [(s.op, ot.extent(s.op)) for s in before] + list(self._pairs)
-        return held + batch.rebase_pairs
+            return held + batch.rebase_pairs, self._lengths[base - first]
+        before = [s for s in older if base < s.rev <= first]
+        if len(before) != first - base:
+            raise SubmitError("bad_revision", f"revision {base} is older than the history held")
+        pairs = [(s.op, ot.extent(s.op)) for s in before]
+        length = self._lengths[0] - sum(_growth(e) for _, e in pairs)
+        return pairs + list(self._pairs) + batch.rebase_pairs, length
 
     def _remember(self, stored: StoredOp) -> None:
         if len(self._window) == self._window.maxlen:
             evicted = self._window[0]
             self._rev_by_src_seq.pop((evicted.src, evicted.seq), None)
         self._window.append(stored)
-        self._pairs.append((stored.op, ot.extent(stored.op)))
+        reach = ot.extent(stored.op)
+        self._pairs.append((stored.op, reach))
+        self._lengths.append(self._lengths[-1] + _growth(reach))
         self._rev_by_src_seq[(stored.src, stored.seq)] = stored.rev
         if stored.seq > self._max_seq.get(stored.src, 0):
             self._max_seq[stored.src] = stored.seq

@@ -262,8 +262,20 @@ def test_op_checked_against_its_base_revision_length() -> None:
     [outcome] = state.stage([sub([5, "x"], 4)], NOW).outcomes
     assert outcome.error is not None
     assert outcome.error.code == "invalid_op"
+    assert "document length is 4" in outcome.error.message
     [ok] = state.stage([sub([4, "x"], 4)], NOW).outcomes
     assert ok.error is None
+
+
+def test_op_older_than_the_window_checked_against_its_base_revision_length() -> None:
+    state = DocumentState("d", "", 0, window=2)
+    older = typed(state, "abcdef")
+    [outcome] = state.stage([sub([4, "x"], 3)], NOW, older=older).outcomes
+    assert outcome.error is not None
+    assert "document length is 3" in outcome.error.message
+    [ok] = state.stage([sub([3, "x"], 3)], NOW, older=older).outcomes
+    assert ok.error is None
+    assert ok.committed is not None and ok.committed.op == [3, "x"]  # ties: ours first
 
 
 def test_recent_ops_bounds() -> None:
@@ -301,29 +313,43 @@ def test_transform_cursor() -> None:
     assert state.transform_cursor(3, 1) == 4
 
 
-def test_random_stale_submissions_converge_to_replay() -> None:
+@pytest.mark.parametrize("window", [400, 7])
+def test_random_stale_submissions_converge_to_replay(window: int) -> None:
+    """Stale ops in batches of one to three, rebased from the window, the batch, and (window
+    7, bases up to 20 behind) stored ops older than the window; text deletes check that each
+    op lands on the text its base revision had."""
     rng = random.Random(1234)
-    state = DocumentState("d", "seed", 0, window=400)
+    state = DocumentState("d", "seed", 0, window=window)
     texts = ["seed"]
-    for seq in range(1, 301):
-        base = rng.randint(max(0, state.rev - 20), state.rev)
-        base_text = texts[base]
-        pos = rng.randint(0, len(base_text))
-        if base_text and rng.random() < 0.3:
-            length = rng.randint(1, min(3, len(base_text) - pos) or 1)
-            if pos + length > len(base_text):
-                pos = len(base_text) - length
-            op: ot.Op = ot.normalize([pos, {"d": base_text[pos:pos + length]}] if pos else
-                                     [{"d": base_text[pos:pos + length]}])
-        else:
-            op = ot.normalize([pos, rng.choice("xyz")] if pos else [rng.choice("xyz")])
-        batch = commit(state, sub(op, base, "r", seq))
-        assert batch.outcomes[0].error is None, batch.outcomes[0].error
-        texts.append(state.text)
-    held = state.recent_ops(0)
-    assert held is not None
+    stored: list[StoredOp] = []
+    seq = 0
+    while state.rev < 300:
+        submissions = []
+        for _ in range(rng.randint(1, 3)):
+            seq += 1
+            base = rng.randint(max(0, state.rev - 20), state.rev)
+            base_text = texts[base]
+            pos = rng.randint(0, len(base_text))
+            if base_text and rng.random() < 0.3:
+                length = rng.randint(1, min(3, len(base_text) - pos) or 1)
+                if pos + length > len(base_text):
+                    pos = len(base_text) - length
+                deleted = base_text[pos:pos + length]
+                op: ot.Op = ot.normalize([pos, {"d": deleted}] if pos else [{"d": deleted}])
+            else:
+                op = ot.normalize([pos, rng.choice("xyz")] if pos else [rng.choice("xyz")])
+            submissions.append(sub(op, base, "r", seq))
+        batch = state.stage(submissions, NOW, older=stored)
+        assert all(o.error is None for o in batch.outcomes), batch.outcomes
+        state.accept(batch)
+        replay = texts[-1]
+        for op_stored in batch.ops:
+            replay = ot.apply(replay, op_stored.op)
+            texts.append(replay)
+        stored.extend(batch.ops)
+    assert texts[-1] == state.text
     replay = "seed"
-    for stored in held:
-        replay = ot.apply(replay, stored.op)
+    for op_stored in stored:
+        replay = ot.apply(replay, op_stored.op)
     assert replay == state.text
-    assert [s.rev for s in held] == list(range(1, 301))
+    assert [s.rev for s in stored] == list(range(1, state.rev + 1))
