@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collab import __version__
 from collab.actor import ActorConfig
+from collab.commit import create_committer
 from collab.connection import serve_socket
 from collab.db import create_engine, create_session_factory
 from collab.metrics import Metrics
@@ -144,7 +145,7 @@ async def validation_failed(request: Request, error: Exception) -> Response:
 def build_services(settings: Settings) -> Services:
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     sessions = create_session_factory(engine)
-    store = SqlStore(sessions)
+    store = SqlStore(sessions, create_committer(engine, settings.sqlite_synchronous))
     metrics = Metrics()
     config = ActorConfig(
         inbox_size=settings.inbox_size,
@@ -152,6 +153,7 @@ def build_services(settings: Settings) -> Services:
         idle_seconds=settings.doc_idle_seconds,
         history_window=settings.history_window,
         max_rebase=settings.max_rebase_ops,
+        frames_per_second=settings.broadcast_frames_per_second,
     )
     registry = Registry(store, config, metrics)
     return Services(
@@ -182,6 +184,38 @@ async def start_fanout(services: Services) -> RedisFanout:
     return fanout
 
 
+_DOCUMENT_SOCKET = re.compile(r"/ws/documents/([^/]+)")
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router would match (Starlette's rule: the root path taken off)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    rest = path[len(root_path) :]
+    if root_path and path.startswith(root_path) and rest.startswith("/"):
+        return rest
+    return path
+
+
+class CollabApp(FastAPI):
+    """FastAPI, with the document WebSocket served ahead of the middleware stack and router.
+
+    None of those layers does anything for that socket (CORS and the body limit pass WebSockets
+    through, and the route has no dependencies), but each one keeps a suspended coroutine frame,
+    and the router an ``AsyncExitStack`` or two, for as long as the connection lives: about
+    15 KiB per idle connection. Any other WebSocket path still goes through the router, which
+    refuses it (403) as before.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            match = _DOCUMENT_SOCKET.fullmatch(_route_path(scope))
+            if match is not None:
+                await serve_socket(scope, receive, send, match[1], self.state.services)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     if not settings.jwt_secret:
         raise ValueError("COLLAB_JWT_SECRET is required (or run with --dev)")
@@ -198,9 +232,10 @@ def create_app(settings: Settings) -> FastAPI:
             await drain(app)
             if fanout is not None:
                 await fanout.close()
+            await services.store.close()
             await services.engine.dispose()
 
-    app = FastAPI(
+    app = CollabApp(
         title="collab",
         version=__version__,
         description="Collaborative document editing: REST for documents and history; "
@@ -215,10 +250,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount(
         "/static", StaticFiles(directory=str(files("collab").joinpath("static"))), name="static"
     )
-
-    @app.websocket("/ws/documents/{doc_id}")
-    async def document_socket(websocket: WebSocket, doc_id: str) -> None:
-        await serve_socket(websocket, doc_id, websocket.app.state.services)
 
     origins = settings.origin_allowlist()
     if origins is None or origins:

@@ -38,6 +38,14 @@ def graceful_server(config: uvicorn.Config, app: FastAPI) -> uvicorn.Server:
     return GracefulServer(config)
 
 
+def ws_protocol(backend: str) -> str:
+    """uvicorn's ``ws`` option for a ``COLLAB_WS_BACKEND``: ``websockets-sansio`` is served by
+    collab's leaner subclass of uvicorn's protocol (see ``collab.ws_protocol``)."""
+    if backend == "websockets-sansio":
+        return "collab.ws_protocol:LeanWebSocketsSansIOProtocol"
+    return backend
+
+
 def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: object) -> Any:
     import uvicorn
 
@@ -45,7 +53,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: ob
         app,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,  # memory per connection, and compression side channels
-        ws=settings.ws_backend,
+        ws=ws_protocol(settings.ws_backend),
         log_level=log_level,
         timeout_graceful_shutdown=15,
         **where,  # type: ignore[arg-type]

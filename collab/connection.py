@@ -1,9 +1,15 @@
 """The WebSocket edge: handshake checks, a reader feeding the actor, a writer draining the outbox.
 
-Each connection owns a bounded outbox and its own writer task, so a slow client only ever fills
-its own queue; when that passes ``COLLAB_SEND_QUEUE_LIMIT`` it is closed with 1013 and catches up
-by reconnecting with ``?since=``. Everything is refused before ``accept()`` when the handshake is
-not acceptable, so no room, actor or database work is spent on it.
+Each connection owns a bounded outbox, so a slow client only ever fills its own queue; when that
+passes ``COLLAB_SEND_QUEUE_LIMIT`` it is closed with 1013 and catches up by reconnecting with
+``?since=``. Everything is refused before ``accept()`` when the handshake is not acceptable, so
+no room, actor or database work is spent on it.
+
+The socket is served as a plain ASGI application (``collab.app`` dispatches it before FastAPI's
+middleware and router) and an idle connection holds as little as possible, because memory per
+idle connection is what bounds how many editors one process can keep open: the reader runs in
+the ASGI handler's own task, the writer task exists only while frames are queued, and the
+outbox, presence slots and rate-limit buckets are created on first use.
 """
 
 from __future__ import annotations
@@ -13,11 +19,10 @@ import logging
 import secrets
 import time
 from collections import deque
-from contextlib import AsyncExitStack
 
-from fastapi import WebSocket
-from fastapi.responses import JSONResponse
-from starlette.websockets import WebSocketState
+from starlette.datastructures import Headers, QueryParams
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from collab import ot, protocol
 from collab.actor import DocumentActor, DocumentGone, DocumentNotFound, utcnow
@@ -37,113 +42,226 @@ CLOSE_TIMEOUT = 5.0
 
 
 class Connection:
-    """One client connection; the actor's :class:`~collab.actor.Peer`."""
+    """One accepted client connection; the actor's :class:`~collab.actor.Peer`.
+
+    Two flags order the shutdown of the two halves. ``_close`` is the close the server asked
+    for: nothing more is queued once it is set, and the writer ends by sending it. ``_done`` is
+    set once the writer has sent that close (or could not): the reader, if it is still waiting
+    for a frame, is then interrupted, as the old separate reader task used to be cancelled.
+    """
+
+    __slots__ = (
+        "_close",
+        "_done",
+        "_frames",
+        "_op_bucket",
+        "_presence",
+        "_presence_bucket",
+        "_presence_warned_at",
+        "_reader",
+        "_receive",
+        "_send",
+        "_sending",
+        "_services",
+        "_writer",
+        "access",
+        "client_id",
+        "cursor",
+        "name",
+        "user_id",
+    )
 
     def __init__(
         self,
-        websocket: WebSocket,
+        receive: Receive,
+        send: Send,
         principal: Principal,
         access: Access,
         services: Services,
     ) -> None:
-        self.websocket = websocket
+        self._receive = receive
+        self._send = send
         self.client_id = secrets.token_hex(8)
         self.user_id = principal.sub
         self.name = principal.name
         self.access = access
         self.cursor: dict[str, int] | None = None
         self._services = services
-        self._limit = services.settings.send_queue_limit
-        self._frames: deque[bytes] = deque()
-        self._presence: dict[str, bytes] = {}
-        self._wakeup = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        now = time.monotonic()
-        settings = services.settings
-        self._op_bucket = TokenBucket(settings.ops_per_second, settings.ops_burst, now)
-        self._presence_bucket = TokenBucket(
-            settings.presence_per_second, settings.presence_burst, now
-        )
+        # Created on first use: most connections are idle most of the time.
+        self._frames: deque[bytes] | None = None
+        self._presence: dict[str, bytes] | None = None
+        self._op_bucket: TokenBucket | None = None
+        self._presence_bucket: TokenBucket | None = None
         self._presence_warned_at = 0.0
+        self._close: tuple[int, str] | None = None
+        self._done = False
+        self._writer: asyncio.Task[None] | None = None
+        self._sending = False
+        # The task running the read loop while it runs, so that the writer can interrupt it.
+        self._reader: asyncio.Task[object] | None = None
 
     # -- Peer -------------------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
         if self._close is not None:
             return
-        if len(self._frames) >= self._limit:
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        elif len(frames) >= self._services.settings.send_queue_limit:
             self._services.metrics.send_queue_drops += 1
             self.close(CLOSE_TRY_AGAIN, "too slow: reconnect with ?since=", flush=False)
             return
-        self._frames.append(frame)
-        self._wakeup.set()
+        frames.append(frame)
+        self._start_writer()
 
     def send_presence(self, client_id: str, frame: bytes) -> None:
         """Presence is lossy: only the newest cursor of each peer waits to be sent."""
         if self._close is None:
+            if self._presence is None:
+                self._presence = {}
             self._presence[client_id] = frame
-            self._wakeup.set()
+            self._start_writer()
 
     def close(self, code: int, reason: str, *, flush: bool = True) -> None:
         if self._close is not None:
             return
         self._close = (code, reason)
         if not flush:
-            self._frames.clear()
-            self._presence.clear()
-            if self._writer is not None:
+            self._frames = self._presence = None
+            if self._sending:
+                # A stalled send would hold the close back; the cancelled writer still sends it.
+                # A writer that has not started yet finds the queue empty and sends it anyway.
+                assert self._writer is not None
                 self._writer.cancel()
-        self._wakeup.set()
+                return
+        self._start_writer()
 
-    # -- tasks ------------------------------------------------------------------------------
+    # -- the writer -------------------------------------------------------------------------
 
-    async def write_loop(self) -> None:
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._done:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"writer:{self.client_id}")
+
+    async def _write_loop(self) -> None:
         try:
             while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._frames or self._presence:
-                    if self._frames:
-                        frame = self._frames.popleft()
-                    else:
-                        _, frame = self._presence.popitem()
-                    await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
-                if self._close is not None:
-                    return
-        finally:
-            if self._close is not None:
-                await self._send_close(*self._close)
+                if self._frames:
+                    frame = self._frames.popleft()
+                elif self._presence:
+                    _, frame = self._presence.popitem()
+                else:
+                    break
+                self._sending = True
+                try:
+                    await self._send({"type": "websocket.send", "text": frame.decode()})
+                finally:
+                    self._sending = False
+        except asyncio.CancelledError:
+            if self._close is None:
+                raise
+            # close(flush=False) cut the queue short; the close frame still goes out below.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception:
+            # The transport is gone: nothing more can be sent, the connection is over.
+            log.debug("send to %s failed", self.client_id, exc_info=True)
+            if self._close is None:
+                self._close = (1000, "")
+            self._finish()
+            return
+        if self._close is None:
+            # Drained: the task ends and the next frame starts a new one; between two bursts
+            # an idle connection holds no task at all.
+            self._frames = self._presence = None
+            self._writer = None
+            return
+        await self._send_close(*self._close)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._frames = self._presence = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
 
     async def _send_close(self, code: int, reason: str) -> None:
-        if self.websocket.application_state != WebSocketState.CONNECTED:
-            return
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self.websocket.close(code, reason)
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:
             # The peer is gone or stalled; the server drops the transport when we return.
             log.debug("close %s for %s did not complete", code, self.client_id)
 
-    async def read_loop(self, actor: DocumentActor) -> None:
-        max_bytes = self._services.settings.max_message_bytes
-        while self._close is None:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text: str | None = message.get("text")
-            if text is None:
-                self.send(protocol.error_frame("bad_message", "frames are JSON text, not binary"))
-                continue
-            if len(text) > max_bytes or (
-                len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
-            ):
-                self.close(CLOSE_TOO_BIG, f"frame larger than {max_bytes} bytes", flush=False)
-                return
+    # -- the reader -------------------------------------------------------------------------
+
+    async def run(self, actor: DocumentActor, since: int | None) -> None:
+        """Joins the document and reads the client's frames in the calling task until either
+        side closes; returns once the close frame went out (or could not)."""
+        try:
             try:
-                await self._handle(text, actor)
-            except ProtocolError as error:
-                self.send(protocol.error_frame(error.code, error.message, error.seq))
+                await actor.join(self, since)
+            except DocumentGone:
+                self.close(1001, "document unloaded")
+            else:
+                await self._read_loop(actor)
+        finally:
+            self._reader = None
+            actor.leave(self)
+            if self._close is None:
+                self._close = (1000, "")
+                self._start_writer()
+            # Let the writer flush and send the close frame; a stalled one is cut short.
+            writer = self._writer
+            if writer is not None:
+                try:
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await asyncio.gather(writer, return_exceptions=True)
+                except TimeoutError:
+                    writer.cancel()
+
+    async def _read_loop(self, actor: DocumentActor) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._done:
+            return
+        self._reader = task
+        max_bytes = self._services.settings.max_message_bytes
+        receive = self._receive
+        try:
+            while self._close is None:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text: str | None = message.get("text")
+                if text is None:
+                    self.send(
+                        protocol.error_frame("bad_message", "frames are JSON text, not binary")
+                    )
+                    continue
+                if len(text) > max_bytes or (
+                    len(text) * 4 > max_bytes
+                    and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+                ):
+                    self.close(CLOSE_TOO_BIG, f"frame larger than {max_bytes} bytes", flush=False)
+                    return
+                try:
+                    await self._handle(text, actor)
+                except ProtocolError as error:
+                    self.send(protocol.error_frame(error.code, error.message, error.seq))
+        except asyncio.CancelledError:
+            if not self._done:
+                raise
+            # The writer finished the close while we waited for the client: stop reading.
+            task.uncancel()
+        except DocumentGone:
+            pass  # the actor stopped; it closes its peers itself
+        except Exception:
+            log.exception("reading from %s failed", self.client_id)
+        finally:
+            self._reader = None
 
     async def _handle(self, text: str, actor: DocumentActor) -> None:
         frame = protocol.decode_client_frame(text)
@@ -155,7 +273,11 @@ class Connection:
     async def _handle_op(self, frame: OpFrame, actor: DocumentActor) -> None:
         if self.access != "write":
             raise ProtocolError("read_only", "this connection may only read", frame.seq)
-        if not self._op_bucket.take(time.monotonic()):
+        now = time.monotonic()
+        if self._op_bucket is None:
+            settings = self._services.settings
+            self._op_bucket = TokenBucket(settings.ops_per_second, settings.ops_burst, now)
+        if not self._op_bucket.take(now):
             raise ProtocolError("rate_limited", "too many ops; slow down", frame.seq)
         try:
             ot.check(frame.op)
@@ -166,6 +288,11 @@ class Connection:
 
     async def _handle_presence(self, frame: PresenceFrame, actor: DocumentActor) -> None:
         now = time.monotonic()
+        if self._presence_bucket is None:
+            settings = self._services.settings
+            self._presence_bucket = TokenBucket(
+                settings.presence_per_second, settings.presence_burst, now
+            )
         if not self._presence_bucket.take(now):
             if now - self._presence_warned_at >= 1.0:
                 self._presence_warned_at = now
@@ -174,55 +301,34 @@ class Connection:
         cursor = None if frame.cursor is None else frame.cursor.model_dump()
         await actor.presence(self, cursor, frame.rev)
 
-    async def run(self, actor: DocumentActor, since: int | None) -> None:
-        self._writer = asyncio.create_task(self.write_loop(), name=f"writer:{self.client_id}")
-        reader = asyncio.create_task(self.read_loop(actor), name=f"reader:{self.client_id}")
-        try:
-            await actor.join(self, since)
-            await asyncio.wait({self._writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-        except DocumentGone:
-            self.close(1001, "document unloaded")
-        finally:
-            actor.leave(self)
-            reader.cancel()
-            if self._close is None:
-                self._close = (1000, "")
-                self._wakeup.set()
-            # Let the writer flush and send the close frame; a stalled one is cut short.
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await asyncio.gather(self._writer, return_exceptions=True)
-            except TimeoutError:
-                self._writer.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-
 
 # -- the handshake ----------------------------------------------------------------------------
 
 
-async def deny(websocket: WebSocket, status: int, detail: str) -> None:
+async def deny(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
     """Refuses the handshake with an HTTP status, before any work is done for it."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"detail": detail}, status))
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await JSONResponse({"detail": detail}, status)(scope, receive, send)
     else:
-        await websocket.close(CLOSE_POLICY, detail)
+        await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": detail})
 
 
-def origin_allowed(websocket: WebSocket, services: Services) -> bool:
-    origin = websocket.headers.get("origin")
+def origin_allowed(scope: Scope, headers: Headers, services: Services) -> bool:
+    origin = headers.get("origin")
     if origin is None:
         return True  # not a browser: tokens, not origins, protect those clients
     allowed = services.settings.origin_allowlist()
     if allowed is None:
         return True
     origin = origin.rstrip("/")
-    host = websocket.headers.get("host", "")
-    scheme = "https" if websocket.url.scheme == "wss" else "http"
+    host = headers.get("host", "")
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
     return origin == f"{scheme}://{host}" or origin in allowed
 
 
-async def _principal(websocket: WebSocket, doc_id: str, services: Services) -> Principal:
-    params = websocket.query_params
+async def _principal(
+    headers: Headers, params: QueryParams, doc_id: str, services: Services
+) -> Principal:
     ticket = params.get("ticket")
     if ticket is not None:
         principal = await services.tickets.redeem(ticket, doc_id)
@@ -231,7 +337,7 @@ async def _principal(websocket: WebSocket, doc_id: str, services: Services) -> P
         return principal
     token = params.get("token")
     if token is None:
-        scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credentials:
             raise AuthError("missing credentials: Authorization header, ?ticket= or ?token=")
         token = credentials.strip()
@@ -246,58 +352,72 @@ def _since(value: str | None) -> int | None:
     return int(value)
 
 
-async def serve_socket(websocket: WebSocket, doc_id: str, services: Services) -> None:
+async def serve_socket(
+    scope: Scope, receive: Receive, send: Send, doc_id: str, services: Services
+) -> None:
+    """The ASGI application of ``/ws/documents/{doc_id}``."""
     if services.draining:
-        await deny(websocket, 503, "the server is shutting down")
+        await deny(scope, receive, send, 503, "the server is shutting down")
         return
     if not DOC_ID_RE.match(doc_id):
-        await deny(websocket, 404, "invalid document id")
+        await deny(scope, receive, send, 404, "invalid document id")
         return
-    if not origin_allowed(websocket, services):
-        await deny(websocket, 403, "origin not allowed")
+    # Parsed for the handshake only: the connection keeps none of it.
+    headers = Headers(scope=scope)
+    if not origin_allowed(scope, headers, services):
+        await deny(scope, receive, send, 403, "origin not allowed")
         return
+    params = QueryParams(scope["query_string"])
     try:
-        principal = await _principal(websocket, doc_id, services)
+        principal = await _principal(headers, params, doc_id, services)
     except AuthError as error:
-        await deny(websocket, 403, str(error))
+        await deny(scope, receive, send, 403, str(error))
         return
     access = principal.access(doc_id)
     if access is None:
-        await deny(websocket, 403, f"this token may not open document {doc_id!r}")
+        await deny(scope, receive, send, 403, f"this token may not open document {doc_id!r}")
         return
     try:
-        since = _since(websocket.query_params.get("since"))
+        since = _since(params.get("since"))
     except ValueError:
-        await deny(websocket, 400, "since must be a revision number")
+        await deny(scope, receive, send, 400, "since must be a revision number")
         return
+    del headers, params
     # A reader cannot create the document: refuse a missing one without starting an actor.
     if (
         access != "write"
         and services.registry.loaded(doc_id) is None
         and await services.store.get_document(doc_id) is None
     ):
-        await deny(websocket, 404, f"no document {doc_id!r}")
+        await deny(scope, receive, send, 404, f"no document {doc_id!r}")
         return
 
-    async with AsyncExitStack() as stack:
-        try:
-            actor = await stack.enter_async_context(services.registry.lease(doc_id))
-        except DocumentNotFound:
-            if access != "write":
-                await deny(websocket, 404, f"no document {doc_id!r}")
-                return
-            await services.store.create_document(doc_id, "", "", utcnow())
-            # A concurrent first joiner may have started an actor whose load ran before the
-            # row existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
-            for attempt in range(3):
-                try:
-                    actor = await stack.enter_async_context(services.registry.lease(doc_id))
-                    break
-                except DocumentNotFound:
-                    if attempt == 2:
-                        raise
-        await websocket.accept()
-        connection = Connection(websocket, principal, access, services)
+    lease = services.registry.lease(doc_id)
+    try:
+        actor = await lease.__aenter__()
+    except DocumentNotFound:
+        if access != "write":
+            await deny(scope, receive, send, 404, f"no document {doc_id!r}")
+            return
+        await services.store.create_document(doc_id, "", "", utcnow())
+        # A concurrent first joiner may have started an actor whose load ran before the row
+        # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
+        for attempt in range(3):
+            lease = services.registry.lease(doc_id)
+            try:
+                actor = await lease.__aenter__()
+                break
+            except DocumentNotFound:
+                if attempt == 2:
+                    raise
+    # The lease is left by hand rather than through `async with` or an AsyncExitStack: it is
+    # taken in two places above, and a stack would stay allocated for the whole connection.
+    try:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        connection = Connection(receive, send, principal, access, services)
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, principal.expires_at - time.time()),
             connection.close,
@@ -308,3 +428,5 @@ async def serve_socket(websocket: WebSocket, doc_id: str, services: Services) ->
             await connection.run(actor, since)
         finally:
             expiry.cancel()
+    finally:
+        await lease.__aexit__(None, None, None)

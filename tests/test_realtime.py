@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -327,6 +328,59 @@ async def test_each_client_sees_revisions_in_order_with_acks_after_earlier_ops(
         assert all(f["src"] != f"s{i}" for f in frames if f["type"] == "op")
     content = (await document(server, doc))["content"]
     await assert_history_replays_to(server, doc, content)
+
+
+@pytest.fixture
+def paced_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """COLLAB_BROADCAST_FRAMES_PER_SECOND=6: a room of 3 is sent what was committed at most
+    every 500 ms."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'collab.db'}"
+    migrate(url)
+    paced = ServerProcess(database_url=url, log_path=tmp_path / "server.log",
+                          env={"COLLAB_BROADCAST_FRAMES_PER_SECOND": "6"})
+    paced.start()
+    yield paced
+    paced.stop()
+
+
+async def test_a_paced_room_gets_fewer_fuller_frames_in_the_same_order(
+    paced_server: ServerProcess,
+) -> None:
+    doc = "paced"
+    ops = 10
+    async with raw(paced_server, doc, "alice") as typist, raw(paced_server, doc, "bob") as b, \
+            raw(paced_server, doc, "carol") as c:
+        for ws in (typist, b, c):
+            assert (await recv_json(ws))["type"] == "init"
+
+        async def type_slowly() -> None:
+            for seq in range(1, ops + 1):
+                await typist.send(json.dumps(
+                    {"type": "op", "rev": 0, "op": [f"{seq};"], "src": "t", "seq": seq}))
+                # Keystrokes 20 ms apart (load, not synchronisation): each would be committed
+                # and sent on its own, ten frames, without pacing.
+                await asyncio.sleep(0.02)
+
+        async def frames_until_last(ws: ClientConnection, seen: list[Frame]) -> int:
+            frames = 0
+            while not seen or seen[-1]["rev"] < ops:
+                got = [x for x in items(await recv_json(ws)) if x["type"] in ("op", "ack")]
+                frames += bool(got)
+                seen.extend(got)
+            return frames
+
+        seen: list[list[Frame]] = [[], [], []]
+        async with asyncio.timeout(30):
+            _, *frames = await asyncio.gather(
+                type_slowly(),
+                *(frames_until_last(ws, seen[i]) for i, ws in enumerate((typist, b, c))),
+            )
+    for received in seen:
+        assert [f["rev"] for f in received] == list(range(1, ops + 1))
+    assert [f["type"] for f in seen[0]] == ["ack"] * ops
+    assert [f["op"] for f in seen[1]] == [[f"{seq};"] for seq in range(1, ops + 1)]
+    # The 200 ms of typing fit in one or two ticks (plus the first, unpaced delivery).
+    assert max(frames) <= 4, frames
 
 
 async def test_presence_join_and_leave_reach_peers(server: ServerProcess) -> None:
