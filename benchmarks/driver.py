@@ -10,12 +10,18 @@ with the server. Each process talks JSON lines with ``run.py``:
     stdin   {"cmd": "verify", "revs": {doc: rev}}   the final revision of every document
     stdout  {"event": "done", "stats": {...}, "hashes": {doc: [sha1 of each client's text]}}
 
-Every client is a real editor: it keeps its text in sync by OT exactly as SPEC §4 says (a
+A full client is a real editor: it keeps its text in sync by OT exactly as SPEC §4 says (a
 pending op and a local buffer transformed over each incoming op, "left" for ours, "right" for
 theirs), so the ops it sends are valid against the server's document and the final texts can
 be compared. Clients type at a cursor; each insert is a token ``[t]`` where ``t`` is
 ``time.monotonic_ns() // 1000`` when it was typed. CLOCK_MONOTONIC is system-wide on Linux, so a
 peer in another process reads the latency of a keystroke straight from the op it receives.
+
+With ``full_clients`` in the config (the crowd scenario), only that many clients of the process
+are full; the others are light typists (:class:`LightClient`): they keep no text, type
+length-preserving replaces inside a seeded prefix of the document, and sample peer latency on a
+share of the frames they receive. Hundreds of full editors on one document cost the load
+generator more CPU than the server (each applies every op), so it could not produce the load.
 
 Two protocol adapters speak to the servers: collab's frames (SPEC §4) and ShareDB's wire
 protocol (``hs`` handshake, ``s`` subscribe, ``op`` with ``v``/``src``/``seq``).
@@ -31,7 +37,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -47,6 +53,9 @@ from fastot import apply, compose, transform, transform_position
 # A document grows to about this many characters; then each keystroke also deletes as many
 # characters as it inserts, so the text (and the cost of applying an op) stays bounded.
 TARGET_LENGTH = 2000
+# A light client measures peer latency on one frame in this many (chosen at random), and each
+# sample counts this many times in the histogram, so the percentiles stay those of all ops.
+PEER_SAMPLE = 8
 CONNECT_CONCURRENCY = 64
 DRAIN_TIMEOUT = 20.0
 VERIFY_TIMEOUT = 20.0
@@ -62,12 +71,12 @@ class Histogram:
     def __init__(self, counts: list[int] | None = None) -> None:
         self.counts = counts if counts is not None else [0] * self.SIZE
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, weight: int = 1) -> None:
         if seconds <= self.BASE:
             index = 0
         else:
             index = min(int(math.log(seconds / self.BASE) / self.STEP), self.SIZE - 1)
-        self.counts[index] += 1
+        self.counts[index] += weight
 
     def merge(self, other: Histogram) -> None:
         for i, n in enumerate(other.counts):
@@ -204,6 +213,10 @@ Protocol = CollabProtocol | ShareDBProtocol
 
 
 class Client:
+    # None: text frames arrive as str, as the protocol adapters expect.
+    DECODE: bool | None = None
+    full = True
+
     def __init__(self, driver: Driver, doc: str, src: str, seed: int) -> None:
         self.driver = driver
         self.doc = doc
@@ -323,15 +336,21 @@ class Client:
         )
         await protocol.open(self.ws, self)
 
+    def receive(self, raw: str | bytes) -> None:
+        self.driver.protocol.handle(self, raw)
+
     async def read_loop(self) -> None:
         assert self.ws is not None
-        handle = self.driver.protocol.handle
+        ws = self.ws
+        receive = self.receive
+        decode = self.DECODE
         driver = self.driver
         try:
-            async for raw in self.ws:
+            while True:
+                raw = await ws.recv(decode)
                 if driver.measure_from <= time.monotonic() < driver.end:
                     driver.messages += 1
-                handle(self, raw)
+                receive(raw)
                 if self.outgoing is not None:
                     await self.flush()
         except ConnectionClosed:
@@ -357,6 +376,107 @@ class Client:
         return hashlib.sha1(self.text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class LightClient(Client):
+    """A typist that keeps no text: cheap enough to run hundreds per process on one document.
+
+    Its keystrokes are length-preserving replaces inside the first ``seed_length`` characters,
+    ``[pos, "[t]", {"d": len("[t]")}]``. No op on the benchmark document makes it shorter (full
+    clients replace too, and the server's transform only shrinks a delete that overlaps a
+    concurrent one), and the document starts with ``seed_length`` characters, so such an op is
+    valid at every revision: it can be sent with the newest revision the client knows, with no
+    OT here.
+    Keystrokes typed while an op is in flight are sent together when it is acked, as one
+    replace of as many characters (``"[t1][t2]"``), like a full client's composed buffer.
+
+    Incoming frames are only parsed for their revisions (gaps are errors) and, if the frame
+    holds an ``ack``, for this client's ack. Peer latency is read from the tokens of a random
+    :data:`PEER_SAMPLE`-th of the frames; each sample is weighted by :data:`PEER_SAMPLE`.
+    """
+
+    # Bytes, not str: orjson parses them directly and the ack test needs no decoding.
+    DECODE = False
+    full = False
+
+    def __init__(self, driver: Driver, doc: str, src: str, seed: int, seed_length: int) -> None:
+        super().__init__(driver, doc, src, seed)
+        self.seed_length = seed_length
+        self.tokens: list[str] = []
+
+    async def connect(self) -> None:
+        await super().connect()
+        self.text = ""
+
+    def type_one(self) -> None:
+        token = f"[{time.monotonic_ns() // 1000}]"
+        self.driver.typed += self.driver.measuring
+        if self.pending is None:
+            self._send_tokens(token)
+        else:
+            self.tokens.append(token)
+
+    def _send_tokens(self, text: str) -> None:
+        # Past seed_length characters of buffered tokens (a badly stalled server), the op
+        # inserts more than it deletes: still valid, and it only makes the document longer.
+        delete = min(len(text), self.seed_length)
+        pos = self.rng.randrange(self.seed_length - delete + 1)
+        self._send([pos, text, {"d": delete}] if pos else [text, {"d": delete}])
+
+    def receive(self, raw: str | bytes) -> None:
+        frame = orjson.loads(raw)
+        kind = frame["type"]
+        if kind == "ops":
+            items = frame["items"]
+        elif kind == "op" or kind == "ack":
+            items = [frame]
+        else:
+            if kind == "error":
+                self.on_error(frame)
+            return
+        if not items:
+            return
+        driver = self.driver
+        first = items[0]["rev"]
+        last = items[-1]["rev"]
+        # Revisions in a frame rise, so a right first, last and count means no gap.
+        if first != self.rev + 1 or last - first != len(items) - 1:
+            driver.gaps += 1
+            raise RuntimeError(f"{self.src}: ops {first}..{last}, expected {self.rev + 1}")
+        acked = 0
+        if b'"ack"' in cast(bytes, raw):
+            for item in items:
+                if item["type"] == "ack":
+                    if self.pending is None or item["seq"] != self.pending_seq:
+                        driver.errors += 1
+                        raise RuntimeError(f"{self.src}: unexpected ack {item!r}")
+                    acked = 1
+        self.rev = last
+        now = time.monotonic()
+        if driver.measure_from <= now < driver.end:
+            driver.deliveries += len(items) - acked
+            if self.rng.random() * PEER_SAMPLE < 1.0:
+                now_us = time.monotonic_ns() // 1000
+                peer = driver.peer_light
+                for item in items:
+                    if item["type"] == "op":
+                        for typed in stamps(item["op"]):
+                            peer.add((now_us - typed) / 1e6, PEER_SAMPLE)
+                            driver.peer_samples += 1
+            if acked:
+                driver.acks += 1
+                driver.ack.add(now - self.pending_sent)
+        if acked:
+            self.pending = None
+            if self.tokens:
+                text = "".join(self.tokens)
+                self.tokens = []
+                self._send_tokens(text)
+        driver.changed.set()
+
+    @property
+    def idle(self) -> bool:
+        return self.pending is None and not self.tokens
+
+
 # -- the process -----------------------------------------------------------------------------
 
 
@@ -370,8 +490,19 @@ class Driver:
         self.mode: str = config["mode"]  # closed | open | idle
         self.rate: float = config.get("rate", 5.0)
         seed = config.get("seed", 1)
-        self.clients = [
+        # None: every client is full (every scenario but the crowd).
+        full_clients: int | None = config.get("full_clients")
+        seed_length: int = config.get("seed_length", 0)
+        if full_clients is not None and (
+            not isinstance(self.protocol, CollabProtocol) or self.mode != "open"
+        ):
+            raise ValueError("light clients speak collab's protocol and type open-loop only")
+        if full_clients is not None and seed_length <= 0:
+            raise ValueError("light clients need the length of the document's seed text")
+        self.clients: list[Client] = [
             Client(self, doc, src, seed * 100_003 + i)
+            if full_clients is None or i < full_clients
+            else LightClient(self, doc, src, seed * 100_003 + i, seed_length)
             for i, (doc, src) in enumerate(config["clients"])
         ]
         self.start = self.measure_from = self.end = math.inf
@@ -381,10 +512,13 @@ class Driver:
         self.messages = 0
         self.errors = 0
         self.gaps = 0
+        self.peer_samples = 0
         self.connect_failures = 0
         self.failures: list[str] = []
         self.ack = Histogram()
         self.peer = Histogram()
+        # Kept apart so the sampled light figures can be checked against the full clients'.
+        self.peer_light = Histogram()
         self.readers: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()  # set whenever a client's state moves (for _wait)
 
@@ -427,10 +561,17 @@ class Driver:
         for c in self.clients:
             if c.rev != final.get(c.doc, c.rev) or not c.idle:
                 behind += 1
-            hashes.setdefault(c.doc, []).append(c.text_hash())
+            if c.full:  # light clients have no text to compare; reaching the revision is theirs
+                hashes.setdefault(c.doc, []).append(c.text_hash())
+        light = sum(not c.full for c in self.clients)
+        peer = Histogram(list(self.peer.counts))
+        peer.merge(self.peer_light)
         closed = sum(c.closed for c in self.clients)
         stats = {
             "clients": len(self.clients),
+            "light": light,
+            "peer_sample": PEER_SAMPLE if light else 1,
+            "peer_samples": self.peer_samples,
             "typed": self.typed,
             "acks": self.acks,
             "deliveries": self.deliveries,
@@ -442,7 +583,9 @@ class Driver:
             "failures": self.failures[:5],
             "cpu_seconds": cpu_measured,
             "ack_hist": self.ack.counts,
-            "peer_hist": self.peer.counts,
+            "peer_hist": peer.counts,
+            "peer_full_hist": self.peer.counts,
+            "peer_light_hist": self.peer_light.counts,
         }
         emit({"event": "done", "stats": stats, "hashes": hashes})
         await self._close_all()

@@ -82,6 +82,11 @@ FAST_TRANSFORM_PATCH = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); import fastot, collab.ot; "
     "collab.ot.transform = fastot.transform; from collab.cli import main; main(sys.argv[1:])"
 )
+# The crowd document starts with this text, so its light typists can replace inside it (see
+# driver.LightClient); its length is the full clients' TARGET_LENGTH, so they replace too.
+CROWD_SEED = ("The quick brown fox jumps over the lazy dog. " * 50)[:TARGET_LENGTH]
+# Full clients (OT, text kept, every op measured) per driver process in the crowd scenario.
+CROWD_FULL_CLIENTS = 2
 STARTUP_TIMEOUT = 60.0
 PHASE_TIMEOUT = 120.0
 
@@ -245,6 +250,17 @@ class Server:
         self.stop()
 
 
+def http_post(port: int, path: str, body: dict[str, Any], token: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=orjson.dumps(body), headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def http_get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -305,6 +321,8 @@ class DriverProcess:
 class LoadResult:
     clients: int
     duration: float
+    light: int = 0  # clients that kept no text (driver.LightClient)
+    peer_sample: int = 1  # light clients measured peer latency on one frame in this many
     typed: int = 0
     acks: int = 0
     deliveries: int = 0
@@ -319,6 +337,9 @@ class LoadResult:
     peak_rss: int = 0
     ack: dict[str, float | None] = field(default_factory=dict)
     peer: dict[str, float | None] = field(default_factory=dict)
+    # With light clients: peer latency as the full clients saw it, and as the light ones sampled.
+    peer_full: dict[str, float | None] = field(default_factory=dict)
+    peer_light: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def ops_per_second(self) -> float:
@@ -357,10 +378,14 @@ def run_load(
     rate: float = 5.0,
     profile: Path | None = None,
     also: Sequence[Server] = (),
+    full_clients: int | None = None,
+    seed_length: int = 0,
 ) -> LoadResult:
     """Runs ``clients`` (doc, src) from ``procs`` driver processes against ``server``.
 
     With ``profile``, py-spy samples the server during the measured window into that file.
+    With ``full_clients``, only that many clients per driver process are full editors, the rest
+    light typists replacing inside the first ``seed_length`` characters (``driver.LightClient``).
     With ``also``, driver process i talks to server i mod n: neighbouring clients (the two of a
     document in the many-documents load) land on different server processes.
     """
@@ -376,6 +401,8 @@ def run_load(
             "protocol": protocol, "url": url, "token": token, "clients": mine, "mode": mode,
             "rate": rate, "seed": index + 1,
         }
+        if full_clients is not None:
+            config |= {"full_clients": full_clients, "seed_length": seed_length}
         drivers.append(DriverProcess(config, workdir / "drivers.log"))
     try:
         for driver in drivers:
@@ -410,7 +437,7 @@ def run_load(
         for driver in drivers:
             driver.send({"cmd": "verify", "revs": revs})
         result = LoadResult(clients=len(clients), duration=sizes.duration)
-        ack, peer = Histogram(), Histogram()
+        ack, peer, peer_full, peer_light = Histogram(), Histogram(), Histogram(), Histogram()
         hashes: dict[str, set[str]] = {}
         for driver in drivers:
             done = driver.expect("done")
@@ -418,9 +445,13 @@ def run_load(
             for key in ("typed", "acks", "deliveries", "messages", "errors", "behind"):
                 setattr(result, key, getattr(result, key) + stats[key])
             result.failures += stats["failures"]
+            result.light += stats["light"]
+            result.peer_sample = max(result.peer_sample, stats["peer_sample"])
             result.driver_cpu += stats["cpu_seconds"] / sizes.duration
             ack.merge(Histogram(stats["ack_hist"]))
             peer.merge(Histogram(stats["peer_hist"]))
+            peer_full.merge(Histogram(stats["peer_full_hist"]))
+            peer_light.merge(Histogram(stats["peer_light_hist"]))
             for doc, values in done["hashes"].items():
                 hashes.setdefault(doc, set()).update(values)
         # Clients still behind when the time limit ran out cannot be compared; the others can.
@@ -436,6 +467,9 @@ def run_load(
         )[:3]
         result.ack = percentiles(ack)
         result.peer = percentiles(peer)
+        if result.light:
+            result.peer_full = percentiles(peer_full)
+            result.peer_light = percentiles(peer_light)
         return result
     finally:
         for driver in drivers:
@@ -548,10 +582,18 @@ class Bench:
     def crowd(self) -> None:
         n = self.sizes.crowd_clients
         clients = [("crowd", f"t{i}") for i in range(n)]
+        full = self.args.crowd_full_clients
         with self.collab_server("crowd") as server:
-            log(f"crowd: {n} typists at {self.sizes.rate}/s on one document")
+            token = mint_token(SECRET, "bench", ttl=3600)
+            status, body = http_post(server.port, "/documents",
+                                     {"id": "crowd", "content": CROWD_SEED}, token)
+            if status != 201:
+                raise RuntimeError(f"creating the crowd document: {status} {body!r}")
+            log(f"crowd: {n} typists at {self.sizes.rate}/s on one document "
+                f"({full} full clients per driver process, the others light)")
             result = run_load(server, "collab", clients, "open", self.sizes, self.workdir,
-                              self.args.procs, rate=self.sizes.rate, profile=self.profile("crowd"))
+                              self.args.procs, rate=self.sizes.rate, profile=self.profile("crowd"),
+                              full_clients=full, seed_length=len(CROWD_SEED))
             result.peak_rss = server.stop()
         self.results["crowd"] = result.summary()
         log(f"  peer p95 {result.peer['p95']:.1f} ms, server CPU {result.server_cpu:.0%}")
@@ -756,8 +798,8 @@ def build_history(db: Path, doc_id: str, n: int, snapshot_every: int) -> dict[in
     """
     from sqlalchemy import create_engine, insert
 
+    from collab.commit import encode_op
     from collab.models import Document, Operation, Snapshot
-    from collab.store import encode_op
 
     rng = random.Random(11)
     created = datetime(2026, 1, 1, tzinfo=UTC)
@@ -864,7 +906,11 @@ def flags(r: dict[str, Any]) -> str:
     if r["driver_cpu"] >= 0.95:
         # Two cores: when the clients burn one of them, they, not the server, set the pace.
         notes.append(f"client-bound: the client processes used {r['driver_cpu']:.1f} cores")
-    return f" ⚠ {'; '.join(notes)} |" if notes else " |"
+    info = ""
+    if r.get("light"):
+        info = (f" {r['light'] / r['clients']:.0%} light clients, peer latency sampled "
+                f"(1 frame in {r['peer_sample']});")
+    return f"{info} ⚠ {'; '.join(notes)} |" if notes else f"{info} |"
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -940,6 +986,20 @@ def markdown(results: dict[str, Any]) -> str:
             *rows,
             "",
         ]
+        crowd = results.get("crowd")
+        if crowd and crowd.get("light"):
+            lines += [
+                f"Crowd: {crowd['light']} of {crowd['clients']} clients are light typists (no "
+                "text kept, length-preserving replaces in a seeded document); they measure peer "
+                f"latency on a random 1 in {crowd['peer_sample']} of the frames they receive, "
+                "each sample weighted by that factor. The full clients apply every op and "
+                "measure all of them; only their texts are compared with the server's. "
+                f"Peer p50/p95 as the {crowd['clients'] - crowd['light']} full clients saw it: "
+                f"{fmt(crowd['peer_full']['p50'])} / {fmt(crowd['peer_full']['p95'])} ms; "
+                f"as the light clients sampled it: {fmt(crowd['peer_light']['p50'])} / "
+                f"{fmt(crowd['peer_light']['p95'])} ms.",
+                "",
+            ]
     other = []
     c = results.get("connections")
     if c:
@@ -977,6 +1037,9 @@ def main() -> None:
                         help="py-spy the collab server in the hot runs (PATH.svg or PATH.json)")
     parser.add_argument("--hot-clients", type=lambda v: tuple(int(x) for x in v.split(",")),
                         help="client counts for the hot document, e.g. 2,20,50")
+    parser.add_argument("--crowd-full-clients", type=int, default=CROWD_FULL_CLIENTS,
+                        metavar="N", help="full (OT, text-keeping) clients per driver process in "
+                        "the crowd; the others are light typists (a large N: all full)")
     parser.add_argument("--per-document", type=int, default=10, metavar="N",
                         help="idle connections per document in the connections scenario")
     parser.add_argument("--fast-transform", action="store_true",
