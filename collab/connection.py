@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
@@ -32,6 +33,7 @@ from collab.document import Submission
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
+from collab.ws_protocol import SEND_TEXT_NOW
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Connection:
 
     __slots__ = (
         "_close",
+        "_direct",
         "_done",
         "_frames",
         "_op_bucket",
@@ -78,9 +81,13 @@ class Connection:
         principal: Principal,
         access: Access,
         services: Services,
+        send_now: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._receive = receive
         self._send = send
+        # The server's synchronous write (collab.ws_protocol), if it offers one: a frame for an
+        # idle connection goes straight to the socket, with no writer task and no re-encoding.
+        self._direct = send_now
         self.client_id = secrets.token_hex(8)
         self.user_id = principal.sub
         self.name = principal.name
@@ -106,6 +113,8 @@ class Connection:
         if self._close is not None:
             return
         frames = self._frames
+        if self._writer is None and not frames and self._direct is not None and self._direct(frame):
+            return
         if frames is None:
             frames = self._frames = deque()
         elif len(frames) >= self._services.settings.send_queue_limit:
@@ -118,6 +127,8 @@ class Connection:
     def send_presence(self, client_id: str, frame: bytes) -> None:
         """Presence is lossy: only the newest cursor of each peer waits to be sent."""
         if self._close is None:
+            if self._writer is None and self._direct is not None and self._direct(frame):
+                return
             if self._presence is None:
                 self._presence = {}
             self._presence[client_id] = frame
@@ -417,7 +428,8 @@ async def serve_socket(
         if message["type"] != "websocket.connect":
             raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
         await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        connection = Connection(receive, send, principal, access, services)
+        send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
+        connection = Connection(receive, send, principal, access, services, send_now)
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, principal.expires_at - time.time()),
             connection.close,

@@ -19,7 +19,12 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.http11 import Request
+
+# The scope extension under which the protocol offers :meth:`LeanWebSocketsSansIOProtocol.
+# send_text_now` to the application.
+SEND_TEXT_NOW = "collab.send_text_now"
 
 
 class MessageQueue:
@@ -102,6 +107,16 @@ class Flag:
 
 
 class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's protocol, leaner per connection, with a synchronous send for the app.
+
+    ASGI's ``send`` is a coroutine, so a server that fans a frame out to hundreds of sockets
+    needs a task per socket to await it, and hands each frame over as ``str`` for uvicorn to
+    encode back to bytes. ``send_text_now`` writes already-encoded UTF-8 to the transport at
+    once when nothing stands in the way (the handshake is done, no close was sent, the
+    transport is not paused by flow control), exactly as ``send`` would write it; otherwise it
+    says no and the app takes the ASGI path, which waits for flow control.
+    """
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if type(self.queue) is asyncio.Queue and self.queue.empty():
@@ -111,6 +126,30 @@ class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
             if self.writable.is_set():
                 writable.set()
             self.writable = writable  # type: ignore[assignment]
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][SEND_TEXT_NOW] = self.send_text_now
+
+    def send_text_now(self, data: bytes) -> bool:
+        """Writes one text frame of UTF-8 ``data`` now; False if it has to wait or can't go."""
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        try:
+            self.conn.send_text(data)
+        except InvalidState:
+            return False  # the peer is closing: the ASGI path reports the disconnect
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     async def send(self, message: Any) -> None:
         await super().send(message)

@@ -23,7 +23,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from collab.app import create_app
 from collab.cli import uvicorn_config, ws_protocol
 from collab.settings import Settings
-from collab.ws_protocol import Flag, LeanWebSocketsSansIOProtocol, MessageQueue
+from collab.ws_protocol import (
+    SEND_TEXT_NOW,
+    Flag,
+    LeanWebSocketsSansIOProtocol,
+    MessageQueue,
+)
 from tests.support import SECRET, free_port, recv_json, recv_until, token, wait_for
 
 # -- the lean queue and flag ------------------------------------------------------------------
@@ -180,6 +185,33 @@ async def test_an_idle_connection_holds_one_task_and_no_handshake_state(
         for peer in sockets[2::2]:
             assert (await recv_until(peer, "op"))["rev"] == 1
         await wait_for(lambda: not writer_tasks())
+
+
+async def test_send_text_now_writes_at_once_unless_flow_control_or_close_says_wait(
+    lean_settings: Settings,
+) -> None:
+    """The synchronous write the actor's fan-out uses for idle connections (no task, no
+    str round trip), and the cases where it declines and the ASGI path must wait."""
+    async with serving(lean_settings) as server, connect(
+        ws_url(server, "direct", token=token("u"))
+    ) as ws:
+        assert (await recv_json(ws))["type"] == "init"
+        [protocol] = list(server.server_state.connections)
+        assert isinstance(protocol, LeanWebSocketsSansIOProtocol)
+        assert protocol.scope["extensions"][SEND_TEXT_NOW] == protocol.send_text_now
+
+        assert protocol.send_text_now('{"type":"note","text":"h\u00e9 😀"}'.encode())
+        assert await recv_json(ws) == {"type": "note", "text": "hé 😀"}
+
+        protocol.pause_writing()  # as the transport does past its high-water mark
+        assert not protocol.send_text_now(b'{"type":"later"}')
+        protocol.resume_writing()
+        assert protocol.send_text_now(b'{"type":"now"}')
+        assert await recv_json(ws) == {"type": "now"}
+
+        await ws.close()
+        await wait_for(lambda: protocol.disconnected or protocol.close_sent)
+        assert not protocol.send_text_now(b'{"type":"gone"}')
 
 
 async def test_a_server_side_close_ends_the_reading_handler(lean_settings: Settings) -> None:
