@@ -285,3 +285,38 @@ async def test_large_and_unicode_text_round_trips(store: SqlStore) -> None:
     assert await store.content_at("d", 1) == big + "end 👋"
     [stored] = await store.load_ops("d", after=0)
     assert stored.op == [len(big), "end 👋"]
+
+
+async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
+    sqlite_url: str,
+) -> None:
+    """SqliteWriter sends SQLAlchemy's compiled SQL and converted values to the driver's
+    cursor itself: the rows must be the same bytes as through Connection.execute (a
+    datetime stored in another format would sort and compare wrongly)."""
+    engine = create_engine(sqlite_url)
+    sessions = create_session_factory(engine)
+    writer = SqliteWriter(engine.url, "FULL")
+    by_writer, by_engine = SqlStore(sessions, writer), SqlStore(sessions, EngineCommitter(engine))
+    at = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        for doc, store in (("w", by_writer), ("e", by_engine)):
+            await store.create_document(doc, "", "", T0)
+            ops = [StoredOp(1, ["😀"], "ed", 1, "bob", at)]
+            assert await store.commit(doc, 0, ops, (1, "😀"))
+        async with engine.connect() as conn:
+            rows = {}
+            for table, columns in (("operations", "rev, op, src, seq, user_id, created_at"),
+                                   ("documents", "rev, updated_at"),
+                                   ("snapshots", "rev, content, created_at")):
+                result = await conn.exec_driver_sql(
+                    f"SELECT doc_id, {columns} FROM {table} WHERE rev = 1 ORDER BY doc_id"
+                    if table != "documents" else
+                    f"SELECT id, {columns} FROM {table} ORDER BY id"
+                )
+                rows[table] = [tuple(row)[1:] for row in result]
+        for table, (from_engine, from_writer) in rows.items():
+            assert from_writer == from_engine, table
+        assert rows["operations"][0][-1] == "2026-11-24 08:00:00.000005"
+    finally:
+        await writer.close()
+        await engine.dispose()
