@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, bindparam, event, insert, update
+from sqlalchemy import Connection, bindparam, column, event, insert, update, values
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import IntegrityError
@@ -160,6 +160,102 @@ class EngineCommitter:
 
     async def close(self) -> None:
         pass
+
+
+def _advance_all(group: Sequence[CommitRequest]) -> Any:
+    """One ``UPDATE … FROM (VALUES …)`` that advances every document of ``group`` that is still
+    at its batch's base revision, returning the ids it advanced (PostgreSQL)."""
+    last = [request.ops[-1] for request in group]
+    batches = values(
+        column("b_id", _documents.c.id.type),
+        column("b_base", _documents.c.rev.type),
+        column("b_rev", _documents.c.rev.type),
+        column("b_at", _documents.c.updated_at.type),
+        name="batches",
+    ).data(
+        [
+            (request.doc_id, request.base_rev, op.rev, op.created_at)
+            for request, op in zip(group, last, strict=True)
+        ]
+    )
+    return (
+        update(_documents)
+        .where(_documents.c.id == batches.c.b_id, _documents.c.rev == batches.c.b_base)
+        .values(rev=batches.c.b_rev, updated_at=batches.c.b_at)
+        .returning(_documents.c.id)
+    )
+
+
+class GroupCommitter:
+    """PostgreSQL: the batches that wait while a transaction commits share the next one.
+
+    One transaction at a time from this process, each a fixed number of round trips however
+    many documents it carries: one ``UPDATE … FROM (VALUES …)`` advances every document still
+    at its base revision and returns which (a document another process moved is a lost race
+    for that batch alone), then one insert of every winner's ops and snapshots. A constraint
+    violation rolls the group back and each batch is committed alone.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._single = EngineCommitter(engine)
+        self._waiting: list[tuple[CommitRequest, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, request: CommitRequest) -> bool:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_all(), name="group-commit")
+        return await done
+
+    async def _write_all(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    won = await self._write_group([request for request, _ in group])
+                except Exception as error:
+                    for _, done in group:
+                        if not done.done():
+                            done.set_exception(error)
+                    continue
+                for (_, done), ok in zip(group, won, strict=True):
+                    if not done.done():
+                        done.set_result(ok)
+        finally:
+            self._writer = None
+
+    async def _write_group(self, group: list[CommitRequest]) -> list[bool]:
+        if len(group) == 1 or len({request.doc_id for request in group}) != len(group):
+            return [await self._single.commit(request) for request in group]
+        try:
+            async with self._engine.begin() as conn:
+                moved = {row[0] for row in await conn.execute(_advance_all(group))}
+                won = [request.doc_id in moved for request in group]
+                rows = [
+                    row
+                    for request, ok in zip(group, won, strict=True)
+                    if ok
+                    for row in request.op_rows()
+                ]
+                if rows:
+                    await conn.execute(_INSERT_OPS, rows)
+                snapshots = [
+                    snapshot
+                    for request, ok in zip(group, won, strict=True)
+                    if ok and (snapshot := request.snapshot_row()) is not None
+                ]
+                if snapshots:
+                    await conn.execute(_INSERT_SNAPSHOT, snapshots)
+            return won
+        except IntegrityError:
+            # One batch broke a constraint: find which by committing each on its own.
+            return [await self._single.commit(request) for request in group]
+
+    async def close(self) -> None:
+        while self._writer is not None:
+            await asyncio.wait([self._writer])
 
 
 class _DriverStatement:
@@ -316,4 +412,6 @@ def create_committer(engine: AsyncEngine, synchronous: str) -> Committer:
     url = engine.url.render_as_string(hide_password=False)
     if SqliteWriter.usable(url):
         return SqliteWriter(engine.url, synchronous)
+    if engine.dialect.name == "postgresql":
+        return GroupCommitter(engine)
     return EngineCommitter(engine)

@@ -9,7 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from collab import ot
-from collab.commit import EngineCommitter, SqliteWriter, create_committer
+from collab.commit import (
+    CommitRequest,
+    EngineCommitter,
+    GroupCommitter,
+    SqliteWriter,
+    create_committer,
+)
 from collab.db import create_engine, create_session_factory
 from collab.store import SqlStore, StoredOp
 
@@ -30,7 +36,7 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
 
 def test_sqlite_files_commit_on_the_writer_thread(database_url: str) -> None:
     engine = create_engine(database_url)
-    expected = SqliteWriter if database_url.startswith("sqlite") else EngineCommitter
+    expected = SqliteWriter if database_url.startswith("sqlite") else GroupCommitter
     assert isinstance(create_committer(engine, "FULL"), expected)
     assert not SqliteWriter.usable("sqlite+aiosqlite:///:memory:")
 
@@ -183,6 +189,26 @@ async def test_concurrent_commits_of_many_documents(store: SqlStore) -> None:
     assert [info.rev if info else None for info in infos] == [2, 1, 1, 1, 1]
 
 
+async def test_concurrent_commits_with_one_lost_race(store: SqlStore) -> None:
+    """A group whose only failure is a moved document: the others commit in the group."""
+    for doc in ("p", "q", "r", "moved"):
+        await store.create_document(doc, "", "", T0)
+    assert await store.commit("moved", 0, [op_at(1, ["m"], src="x")], None)
+    results = await asyncio.gather(
+        store.commit("p", 0, [op_at(1, ["p1"]), op_at(2, [2, "p2"])], (2, "p1p2")),
+        store.commit("moved", 0, [op_at(1, ["late"], src="y")], None),
+        store.commit("q", 0, [op_at(1, ["q1"])], None),
+        store.commit("r", 0, [op_at(1, ["r1"], minutes=9)], None),
+    )
+    assert results == [True, False, True, True]
+    assert await store.content_at("p", 2) == "p1p2"
+    assert [s.rev for s in await store.list_snapshots("p")] == [0, 2]
+    assert [s.src for s in await store.load_ops("moved", after=0)] == ["x"]
+    infos = [await store.get_document(doc) for doc in ("p", "q", "r", "moved")]
+    assert [info.rev if info else None for info in infos] == [2, 1, 1, 1]
+    assert infos[2] is not None and infos[2].updated_at == T0 + timedelta(minutes=9)
+
+
 async def test_find_revs(store: SqlStore) -> None:
     await store.create_document("d", "", "", T0)
     await store.commit("d", 0, [op_at(1, ["a"], src="ed", seq=1),
@@ -319,4 +345,29 @@ async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
         assert rows["operations"][0][-1] == "2026-11-24 08:00:00.000005"
     finally:
         await writer.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_group_commit_writes_a_group_in_one_go(postgres_database: str) -> None:
+    """The group path itself, with no way back to one-batch commits: it must handle a lost
+    race inside the group and write every winner's ops and snapshot."""
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine)
+    committer._single = None  # type: ignore[assignment]  # a fallback would fail loudly
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        for doc in ("a", "b", "c"):
+            await store.create_document(doc, "", "", T0)
+        requests = [
+            CommitRequest("a", 0, [op_at(1, ["a"])], (1, "a")),
+            CommitRequest("b", 5, [op_at(6, ["b"])], None),  # b is at 0: a lost race
+            CommitRequest("c", 0, [op_at(1, ["c1"]), op_at(2, [2, "c2"])], None),
+        ]
+        assert await committer._write_group(requests) == [True, False, True]
+        assert await store.content_at("a", 1) == "a"
+        assert [s.rev for s in await store.list_snapshots("a")] == [0, 1]
+        assert await store.load_ops("b", after=0) == []
+        assert await store.content_at("c", 2) == "c1c2"
+    finally:
         await engine.dispose()
