@@ -41,8 +41,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidState
 
 try:
     import uvloop
@@ -50,6 +49,7 @@ except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
     uvloop = None
 
 from fastot import apply, compose, transform, transform_position
+from wsclient import Closed, LeanSocket, connect
 
 # A document grows to about this many characters; then each keystroke also deletes as many
 # characters as it inserts, so the text (and the cost of applying an op) stays bounded.
@@ -125,7 +125,7 @@ class CollabProtocol:
     def url(self, doc: str) -> str:
         return f"{self.base_url}/ws/documents/{doc}?token={self.token}"
 
-    async def open(self, ws: ClientConnection, client: Client) -> None:
+    async def open(self, ws: LeanSocket, client: Client) -> None:
         frame = orjson.loads(await ws.recv())
         if frame.get("type") != "init":
             raise RuntimeError(f"expected init, got {frame!r}")
@@ -168,7 +168,7 @@ class ShareDBProtocol:
     def url(self, doc: str) -> str:
         return self.base_url
 
-    async def open(self, ws: ClientConnection, client: Client) -> None:
+    async def open(self, ws: LeanSocket, client: Client) -> None:
         init = orjson.loads(await ws.recv())  # the legacy "init" the agent sends first
         if init.get("a") != "init":
             raise RuntimeError(f"expected init, got {init!r}")
@@ -216,8 +216,6 @@ Protocol = CollabProtocol | ShareDBProtocol
 
 
 class Client:
-    # None: text frames arrive as str, as the protocol adapters expect.
-    DECODE: bool | None = None
     full = True
 
     def __init__(self, driver: Driver, doc: str, src: str, seed: int) -> None:
@@ -225,7 +223,7 @@ class Client:
         self.doc = doc
         self.src = src
         self.rng = random.Random(seed)
-        self.ws: ClientConnection | None = None
+        self.ws: LeanSocket | None = None
         self.text = ""
         self.rev = 0
         self.seq = 0
@@ -326,50 +324,54 @@ class Client:
 
     async def connect(self) -> None:
         protocol = self.driver.protocol
-        self.ws = await connect(
-            protocol.url(self.doc),
-            compression=None,
-            max_size=None,
-            max_queue=None,
-            ping_interval=None,
-            close_timeout=2,
-            open_timeout=60,
-            proxy=None,
-            user_agent_header=None,
-        )
+        self.ws = await connect(protocol.url(self.doc), timeout=60)
         await protocol.open(self.ws, self)
 
     def receive(self, raw: str | bytes) -> None:
         self.driver.protocol.handle(self, raw)
 
     async def read_loop(self) -> None:
-        assert self.ws is not None
+        """Handles every message in the socket's own callback, and the reply in the same call:
+        no task wakes per message (wsclient.py). Ends when the connection does."""
         ws = self.ws
-        receive = self.receive
-        decode = self.DECODE
+        assert ws is not None
         driver = self.driver
-        try:
-            while True:
-                raw = await ws.recv(decode)
-                if driver.measure_from <= time.monotonic() < driver.end:
-                    driver.messages += 1
+        receive = self.receive
+
+        def on_message(raw: bytes) -> None:
+            if driver.measure_from <= time.monotonic() < driver.end:
+                driver.messages += 1
+            try:
                 receive(raw)
-                if self.outgoing is not None:
-                    await self.flush()
-        except ConnectionClosed:
-            pass
-        except RuntimeError as error:
-            # A protocol surprise (gap, stray ack): count it, stop this client, keep the run.
-            driver.failures.append(str(error))
-            await self.ws.close()
+                self.send_outgoing()
+            except RuntimeError as error:
+                # A protocol surprise (gap, stray ack): count it, stop this client, keep the run.
+                driver.failures.append(str(error))
+                ws.on_message = None
+                asyncio.get_running_loop().create_task(ws.close())
+            except Closed:
+                pass
+
+        for raw in ws.drain():  # whatever arrived during the caller's handshake
+            on_message(raw)
+        ws.on_message = on_message
+        try:
+            await asyncio.shield(ws.closed)
         finally:
             self.closed = True
             driver.changed.set()
 
-    async def flush(self) -> None:
+    def send_outgoing(self) -> None:
         if self.outgoing is not None and self.ws is not None:
             outgoing, self.outgoing = self.outgoing, None
-            await self.ws.send(outgoing, text=True)
+            try:
+                self.ws.send_text(outgoing)
+            except InvalidState:
+                raise Closed("connection closing") from None
+
+    async def flush(self) -> None:
+        with contextlib.suppress(Closed):
+            self.send_outgoing()
 
     @property
     def idle(self) -> bool:
@@ -396,8 +398,6 @@ class LightClient(Client):
     :data:`PEER_SAMPLE`-th of the frames; each sample is weighted by :data:`PEER_SAMPLE`.
     """
 
-    # Bytes, not str: orjson parses them directly and the ack test needs no decoding.
-    DECODE = False
     full = False
 
     def __init__(self, driver: Driver, doc: str, src: str, seed: int, seed_length: int) -> None:
@@ -604,7 +604,7 @@ class Driver:
                     try:
                         await client.connect()
                         return
-                    except (OSError, TimeoutError, ConnectionClosed) as error:
+                    except (OSError, TimeoutError, Closed) as error:
                         if attempt == 2:
                             raise RuntimeError(f"{client.src} could not connect: {error}") from None
                         await asyncio.sleep(0.2 * (attempt + 1))  # backoff before a retry
@@ -643,7 +643,7 @@ class Driver:
     async def _close_all(self) -> None:
         async def close(client: Client) -> None:
             if client.ws is not None:
-                with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+                with contextlib.suppress(TimeoutError, Closed, OSError):
                     await asyncio.wait_for(client.ws.close(), 3)
 
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
