@@ -2,14 +2,18 @@
 
 A commit is three Core statements: advance ``documents.rev`` from the revision the batch was
 sequenced on (the optimistic check that makes several writers safe), insert the ops, and insert
-a snapshot now and then. Two implementations:
+a snapshot now and then. Both production committers put every batch that waits while a
+transaction is being written, from any document, into the next transaction:
 
-- :class:`EngineCommitter` runs them on the async engine, one transaction per batch. Used for
-  PostgreSQL, where asyncpg's round trips are cheap.
-- :class:`SqliteWriter` runs them on one thread of its own with a synchronous connection, and
-  puts every batch that is waiting, from any document, into the same transaction. aiosqlite hands
-  each statement to its thread and back (about eight hand-offs per transaction, ~1 ms of CPU);
-  here a whole group costs one hand-off and one fsync (docs/benchmarks.md).
+- :class:`SqliteWriter` runs them on one thread of its own with a synchronous connection.
+  aiosqlite hands each statement to its thread and back (about eight hand-offs per
+  transaction, ~1 ms of CPU); here a whole group costs one hand-off and one fsync.
+- :class:`GroupCommitter` (PostgreSQL) runs them on the async engine, a fixed number of round
+  trips per group.
+- :class:`EngineCommitter` is one transaction per batch: the fallback of both, and the path for
+  any other database.
+
+docs/benchmarks.md has the measurements.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, bindparam, column, event, insert, update, values
+from sqlalchemy import Connection, bindparam, column, event, insert, select, update, values
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import IntegrityError
@@ -231,6 +235,15 @@ class GroupCommitter:
             return [await self._single.commit(request) for request in group]
         try:
             async with self._engine.begin() as conn:
+                # Lock the rows in id order first: another process's group locking the same
+                # documents in another order would deadlock with this one.
+                ids = sorted(request.doc_id for request in group)
+                await conn.execute(
+                    select(_documents.c.id)
+                    .where(_documents.c.id.in_(ids))
+                    .order_by(_documents.c.id)
+                    .with_for_update()
+                )
                 moved = {row[0] for row in await conn.execute(_advance_all(group))}
                 won = [request.doc_id in moved for request in group]
                 rows = [

@@ -371,3 +371,43 @@ async def test_postgres_group_commit_writes_a_group_in_one_go(postgres_database:
         assert await store.content_at("c", 2) == "c1c2"
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_groups_of_two_processes_race_without_deadlock(
+    postgres_database: str,
+) -> None:
+    """Two processes' group commits on the same documents, queued in opposite orders: each
+    document's round has exactly one winner, and no transaction dies in a deadlock."""
+    docs = [f"d{i}" for i in range(12)]
+    engines = [create_engine(postgres_database) for _ in range(2)]
+    committers = [GroupCommitter(engine) for engine in engines]
+    store = SqlStore(create_session_factory(engines[0]), committers[0])
+    try:
+        for doc in docs:
+            await store.create_document(doc, "", "", T0)
+        for round_ in range(40):
+            attempts = [
+                committer.commit(
+                    CommitRequest(doc, round_, [op_at(round_ + 1, [f"{side}{round_}"],
+                                                      src=f"p{side}")], None)
+                )
+                for side, committer in enumerate(committers)
+                for doc in (docs if side == 0 else list(reversed(docs)))
+            ]
+            results = await asyncio.gather(*attempts)
+            by_doc = {doc: 0 for doc in docs}
+            for index, won in enumerate(results):
+                side, offset = divmod(index, len(docs))
+                doc = docs[offset] if side == 0 else docs[len(docs) - 1 - offset]
+                by_doc[doc] += won
+            assert by_doc == {doc: 1 for doc in docs}, (round_, results)
+        for doc in docs:
+            info = await store.get_document(doc)
+            assert info is not None and info.rev == 40
+            assert [s.rev for s in await store.load_ops(doc, after=0)] == list(range(1, 41))
+    finally:
+        for committer in committers:
+            await committer.close()
+        for engine in engines:
+            await engine.dispose()
