@@ -19,9 +19,10 @@ docs/benchmarks.md has the measurements.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -320,10 +321,15 @@ class SqliteWriter:
         self._advance = _DriverStatement(_ADVANCE, dialect)
         self._insert_ops = _DriverStatement(_INSERT_OPS, dialect)
         self._insert_snapshot = _DriverStatement(_INSERT_SNAPSHOT, dialect)
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        # A plain thread and a SimpleQueue: concurrent.futures' futures, locks and callback
+        # chains cost more than the hand-off itself (profiled with 50 clients).
+        self._groups: queue.SimpleQueue[list[CommitRequest] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: Connection | None = None  # used on the writer thread only
         self._waiting: list[tuple[CommitRequest, asyncio.Future[bool]]] = []
-        self._in_flight: asyncio.Future[list[bool]] | None = None
+        self._in_flight: list[tuple[CommitRequest, asyncio.Future[bool]]] | None = None
+        self._idle: asyncio.Future[None] | None = None  # close() waits on it
 
     @staticmethod
     def usable(url: str) -> bool:
@@ -334,38 +340,55 @@ class SqliteWriter:
         return parsed.database not in (None, "", ":memory:") and "memory" not in str(parsed.query)
 
     async def commit(self, request: CommitRequest) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
         self._waiting.append((request, done))
+        if self._thread is None:
+            self._loop = loop
+            self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+            self._thread.start()
         if self._in_flight is None:
             self._write_next()
         return await done
 
     def _write_next(self) -> None:
         group, self._waiting = self._waiting, []
-        written = asyncio.get_running_loop().run_in_executor(
-            self._thread, self._write_group, [request for request, _ in group]
-        )
-        written.add_done_callback(lambda outcome: self._answer(group, outcome))
-        self._in_flight = written
+        self._in_flight = group
+        self._groups.put([request for request, _ in group])
 
-    def _answer(
-        self,
-        group: list[tuple[CommitRequest, asyncio.Future[bool]]],
-        outcome: asyncio.Future[list[bool]],
-    ) -> None:
-        error = outcome.exception()
+    def _answer(self, won: list[bool] | None, error: BaseException | None) -> None:
+        """On the loop: the thread's outcome for the group in flight."""
+        group, self._in_flight = self._in_flight or [], None
         for index, (_, done) in enumerate(group):
             if done.done():
                 continue
             if error is not None:
                 done.set_exception(error)
             else:
-                done.set_result(outcome.result()[index])
-        self._in_flight = None
+                assert won is not None
+                done.set_result(won[index])
         if self._waiting:
             self._write_next()
+        elif self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     # -- on the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            while (group := self._groups.get()) is not None:
+                try:
+                    won = self._write_group(group)
+                except Exception as error:
+                    loop.call_soon_threadsafe(self._answer, None, error)
+                else:
+                    loop.call_soon_threadsafe(self._answer, won, None)
+        except RuntimeError:
+            pass  # the loop was closed without close(): nobody is waiting any more
+        finally:
+            self._close_connection()
 
     def _write_group(self, group: list[CommitRequest]) -> list[bool]:
         if self._connection is None:
@@ -414,11 +437,17 @@ class SqliteWriter:
         self._engine.dispose()
 
     async def close(self) -> None:
+        if self._thread is None:
+            self._engine.dispose()
+            return
         # Let the groups in flight answer their callers before the thread goes.
-        while self._in_flight is not None:
-            await asyncio.wait([self._in_flight])
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_connection)
-        self._thread.shutdown(wait=True)
+        while self._in_flight is not None or self._waiting:
+            self._idle = asyncio.get_running_loop().create_future()
+            if self._in_flight is None:
+                self._write_next()
+            await self._idle
+        self._groups.put(None)
+        await asyncio.to_thread(self._thread.join)
 
 
 def create_committer(engine: AsyncEngine, synchronous: str) -> Committer:
