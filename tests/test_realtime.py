@@ -13,7 +13,6 @@ import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -76,12 +75,15 @@ def items(frame: Frame) -> list[Frame]:
     return list(frame["items"]) if frame["type"] == "ops" else [frame]
 
 
-async def revisions_until(ws: ClientConnection, last: int, seen: list[Frame]) -> None:
-    """Collects op/ack items into ``seen`` until revision ``last`` has arrived."""
+async def revisions_until(ws: ClientConnection, last: int, seen: list[Frame]) -> int:
+    """Collects op/ack items into ``seen`` until revision ``last`` has arrived; returns how
+    many frames carried them."""
+    frames = 0
     while not seen or seen[-1]["rev"] < last:
-        for item in items(await recv_json(ws)):
-            if item["type"] in ("op", "ack"):
-                seen.append(item)
+        got = [item for item in items(await recv_json(ws)) if item["type"] in ("op", "ack")]
+        frames += bool(got)
+        seen.extend(got)
+    return frames
 
 
 @pytest.fixture(scope="module")
@@ -330,22 +332,11 @@ async def test_each_client_sees_revisions_in_order_with_acks_after_earlier_ops(
     await assert_history_replays_to(server, doc, content)
 
 
-@pytest.fixture
-def paced_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """COLLAB_BROADCAST_FRAMES_PER_SECOND=3: a room of 3 is sent what was committed at most
-    once a second."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'collab.db'}"
-    migrate(url)
-    paced = ServerProcess(database_url=url, log_path=tmp_path / "server.log",
-                          env={"COLLAB_BROADCAST_FRAMES_PER_SECOND": "3"})
-    paced.start()
-    yield paced
-    paced.stop()
-
-
 async def test_a_paced_room_gets_fewer_fuller_frames_in_the_same_order(
-    paced_server: ServerProcess,
+    server_factory: Callable[..., ServerProcess],
 ) -> None:
+    # A room of 3 is sent what was committed at most once a second.
+    paced_server = server_factory(COLLAB_BROADCAST_FRAMES_PER_SECOND="3")
     doc = "paced"
     ops = 10
     async with raw(paced_server, doc, "alice") as typist, raw(paced_server, doc, "bob") as b, \
@@ -361,19 +352,11 @@ async def test_a_paced_room_gets_fewer_fuller_frames_in_the_same_order(
                 # and sent on its own, ten frames, without pacing.
                 await asyncio.sleep(0.02)
 
-        async def frames_until_last(ws: ClientConnection, seen: list[Frame]) -> int:
-            frames = 0
-            while not seen or seen[-1]["rev"] < ops:
-                got = [x for x in items(await recv_json(ws)) if x["type"] in ("op", "ack")]
-                frames += bool(got)
-                seen.extend(got)
-            return frames
-
         seen: list[list[Frame]] = [[], [], []]
         async with asyncio.timeout(30):
             _, *frames = await asyncio.gather(
                 type_slowly(),
-                *(frames_until_last(ws, seen[i]) for i, ws in enumerate((typist, b, c))),
+                *(revisions_until(ws, ops, seen[i]) for i, ws in enumerate((typist, b, c))),
             )
     for received in seen:
         assert [f["rev"] for f in received] == list(range(1, ops + 1))
