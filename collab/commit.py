@@ -25,7 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import orjson
 from sqlalchemy import Connection, bindparam, column, event, insert, select, update, values
@@ -143,6 +143,33 @@ def rowcount(result: Any) -> int:
     return count
 
 
+Waiting: TypeAlias = list[tuple[CommitRequest, asyncio.Future[bool]]]  # callers and their answers
+
+
+def _winners_rows(
+    group: Sequence[CommitRequest], won: Sequence[bool]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The op rows and snapshot rows of the batches of ``group`` whose document advanced."""
+    winners = [request for request, ok in zip(group, won, strict=True) if ok]
+    ops = [row for request in winners for row in request.op_rows()]
+    snapshots = [
+        snapshot for request in winners if (snapshot := request.snapshot_row()) is not None
+    ]
+    return ops, snapshots
+
+
+def _settle(group: Waiting, won: Sequence[bool] | None, error: BaseException | None) -> None:
+    """Answers each caller of a group: its batch's outcome, or the group's error."""
+    for index, (_, done) in enumerate(group):
+        if done.done():
+            continue
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert won is not None
+            done.set_result(won[index])
+
+
 class EngineCommitter:
     """One transaction per batch on the async engine's pool."""
 
@@ -204,7 +231,7 @@ class GroupCommitter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._single = EngineCommitter(engine)
-        self._waiting: list[tuple[CommitRequest, asyncio.Future[bool]]] = []
+        self._waiting: Waiting = []
         self._writer: asyncio.Task[None] | None = None
 
     async def commit(self, request: CommitRequest) -> bool:
@@ -221,13 +248,9 @@ class GroupCommitter:
                 try:
                     won = await self._write_group([request for request, _ in group])
                 except Exception as error:
-                    for _, done in group:
-                        if not done.done():
-                            done.set_exception(error)
-                    continue
-                for (_, done), ok in zip(group, won, strict=True):
-                    if not done.done():
-                        done.set_result(ok)
+                    _settle(group, None, error)
+                else:
+                    _settle(group, won, None)
         finally:
             self._writer = None
 
@@ -247,19 +270,9 @@ class GroupCommitter:
                 )
                 moved = {row[0] for row in await conn.execute(_advance_all(group))}
                 won = [request.doc_id in moved for request in group]
-                rows = [
-                    row
-                    for request, ok in zip(group, won, strict=True)
-                    if ok
-                    for row in request.op_rows()
-                ]
+                rows, snapshots = _winners_rows(group, won)
                 if rows:
                     await conn.execute(_INSERT_OPS, rows)
-                snapshots = [
-                    snapshot
-                    for request, ok in zip(group, won, strict=True)
-                    if ok and (snapshot := request.snapshot_row()) is not None
-                ]
                 if snapshots:
                     await conn.execute(_INSERT_SNAPSHOT, snapshots)
             return won
@@ -327,8 +340,8 @@ class SqliteWriter:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: Connection | None = None  # used on the writer thread only
-        self._waiting: list[tuple[CommitRequest, asyncio.Future[bool]]] = []
-        self._in_flight: list[tuple[CommitRequest, asyncio.Future[bool]]] | None = None
+        self._waiting: Waiting = []
+        self._in_flight: Waiting | None = None
         self._idle: asyncio.Future[None] | None = None  # close() waits on it
 
     @staticmethod
@@ -359,14 +372,7 @@ class SqliteWriter:
     def _answer(self, won: list[bool] | None, error: BaseException | None) -> None:
         """On the loop: the thread's outcome for the group in flight."""
         group, self._in_flight = self._in_flight or [], None
-        for index, (_, done) in enumerate(group):
-            if done.done():
-                continue
-            if error is not None:
-                done.set_exception(error)
-            else:
-                assert won is not None
-                done.set_result(won[index])
+        _settle(group, won, error)
         if self._waiting:
             self._write_next()
         elif self._idle is not None and not self._idle.done():
@@ -407,21 +413,13 @@ class SqliteWriter:
                 for request in group:
                     cursor.execute(advance.sql, advance.parameters(request.advance_params()))
                     won.append(cursor.rowcount == 1)
-                rows = [
-                    insert_ops.parameters(row)
-                    for request, ok in zip(group, won, strict=True)
-                    if ok
-                    for row in request.op_rows()
-                ]
+                rows, snapshots = _winners_rows(group, won)
                 if rows:
-                    cursor.executemany(insert_ops.sql, rows)
-                snapshots = [
-                    insert_snapshot.parameters(snapshot)
-                    for request, ok in zip(group, won, strict=True)
-                    if ok and (snapshot := request.snapshot_row()) is not None
-                ]
+                    cursor.executemany(insert_ops.sql, map(insert_ops.parameters, rows))
                 if snapshots:
-                    cursor.executemany(insert_snapshot.sql, snapshots)
+                    cursor.executemany(
+                        insert_snapshot.sql, map(insert_snapshot.parameters, snapshots)
+                    )
                 cursor.close()
             return won
         except (IntegrityError, sqlite3.IntegrityError):
