@@ -135,6 +135,13 @@ def _wire(stored: StoredOp) -> dict[str, Any]:
     }
 
 
+def _op_item(stored: StoredOp) -> bytes:
+    """The ``op`` frame of a committed op, as peers receive it."""
+    return protocol.encode(
+        protocol.op_frame(stored.rev, stored.op, stored.src, stored.seq, stored.user_id)
+    )
+
+
 def _unwire(item: dict[str, Any]) -> StoredOp:
     return StoredOp(
         item["rev"],
@@ -163,7 +170,6 @@ class ActorConfig:
 class Unsent:
     """A committed op (or a repeated ack) waiting for the next delivery tick."""
 
-    rev: int
     item: bytes | None  # the `op` frame peers get; None: only the origin hears (an old ack)
     origin: Peer | None
     ack: bytes | None
@@ -496,22 +502,14 @@ class DocumentActor:
             elif origin is not None:
                 # A resend of an op already committed: ack it again with its original revision,
                 # in order with the ops still waiting to go out.
-                unsent.append(
-                    Unsent(outcome.rev, None, origin, protocol.ack_frame(seq, outcome.rev))
-                )
+                unsent.append(Unsent(None, origin, protocol.ack_frame(seq, outcome.rev)))
             if reply is not None and not reply.done():
                 reply.set_result(outcome.rev)
         self._metrics.ops_applied += len(batch.ops)
         for s in batch.ops:
             origin = origins[s.rev]
-            unsent.append(
-                Unsent(
-                    s.rev,
-                    protocol.encode(protocol.op_frame(s.rev, s.op, s.src, s.seq, s.user_id)),
-                    origin,
-                    None if origin is None else protocol.ack_frame(s.seq, s.rev),
-                )
-            )
+            ack = None if origin is None else protocol.ack_frame(s.seq, s.rev)
+            unsent.append(Unsent(_op_item(s), origin, ack))
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -552,13 +550,8 @@ class DocumentActor:
 
     def _broadcast_foreign(self, ops: Sequence[StoredOp]) -> None:
         """Fans out ops another writer committed, so every peer keeps a gapless sequence."""
+        self._unsent.extend(Unsent(_op_item(s), None, None) for s in ops)
         self._flush()
-        encoded = [
-            protocol.encode(protocol.op_frame(s.rev, s.op, s.src, s.seq, s.user_id)) for s in ops
-        ]
-        frame = protocol.batch_frame(encoded)
-        for peer in self._peers.values():
-            peer.send(frame)
 
     def _refuse(self, submit: Submit, error: SubmitError) -> None:
         if submit.origin is not None and submit.reply is None:
