@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,16 @@ def _require_postgres() -> str:
 _pg_template: dict[str, str] = {}
 
 
+@asynccontextmanager
+async def _postgres_test_database() -> AsyncIterator[str]:
+    """A new database for one test, dropped afterwards."""
+    url = await _postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(_require_postgres(), url)
+
+
 async def _postgres_database() -> str:
     """A new database per test, copied from a migrated template made once per session."""
     admin = _require_postgres()
@@ -86,11 +97,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield await asyncio.to_thread(_sqlite_database, tmp_path)
         return
-    url = await _postgres_database()
-    try:
+    async with _postgres_test_database() as url:
         yield url
-    finally:
-        await drop_postgres_database(_require_postgres(), url)
 
 
 @pytest.fixture
@@ -100,11 +108,8 @@ async def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def postgres_database() -> AsyncIterator[str]:
-    url = await _postgres_database()
-    try:
+    async with _postgres_test_database() as url:
         yield url
-    finally:
-        await drop_postgres_database(_require_postgres(), url)
 
 
 @pytest.fixture
