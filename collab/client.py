@@ -208,16 +208,17 @@ class OTClientState:
         self._cursor_unsent = self.cursor is not None
         fx.send.extend(self._presence_frames())
 
+    def _gap(self, what: str, rev: int, fx: Effects) -> None:
+        """A revision out of sequence: report it and start over from a fresh connection."""
+        message = f"{what} at {rev}, expected {self.rev + 1}"
+        fx.events.append(ClientEvent("error", {"code": "gap", "message": message}))
+        fx.reconnect = True
+
     def _on_ack(self, seq: int, rev: int, fx: Effects) -> None:
         if self.pending is None or seq != self.pending.seq:
             return  # a second ack of a resend we already took as acked
         if rev != self.rev + 1:
-            fx.events.append(
-                ClientEvent(
-                    "error", {"code": "gap", "message": f"ack at {rev}, expected {self.rev + 1}"}
-                )
-            )
-            fx.reconnect = True
+            self._gap("ack", rev, fx)
             return
         self.confirmed = ot.apply(self.confirmed, self.pending.op)
         self.rev = rev
@@ -238,12 +239,7 @@ class OTClientState:
         if rev <= self.rev:
             return
         if rev != self.rev + 1:
-            fx.events.append(
-                ClientEvent(
-                    "error", {"code": "gap", "message": f"op at {rev}, expected {self.rev + 1}"}
-                )
-            )
-            fx.reconnect = True
+            self._gap("op", rev, fx)
             return
         s = ot.normalize(frame["op"])
         try:
