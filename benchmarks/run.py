@@ -536,7 +536,9 @@ class Bench:
         return path.with_name(f"{path.stem}-{name}{path.suffix}")
 
     def commit(self) -> None:
-        """The bound one durable commit per round trip sets: INSERT+COMMIT on WAL, FULL."""
+        """The bound one durable commit per round trip sets (INSERT+COMMIT on WAL, FULL), and
+        how near collab's own commit of one op comes to it on the same disk: its statements
+        in a bare loop, then through its writer thread, one commit at a time."""
         path = self.workdir / "commit-bound.db"
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -551,11 +553,17 @@ class Bench:
             db.execute("COMMIT")
         elapsed = time.perf_counter() - began
         db.close()
+        statements = bare_commit_seconds(self.workdir / "commit-statements.db", loops)
+        writer = writer_commit_seconds(self.workdir / "commit-writer.db", loops)
         self.results["commit"] = {
             "commits_per_second": loops / elapsed,
             "commit_ms": elapsed / loops * 1000,
+            "statements_per_second": loops / statements,
+            "writer_per_second": loops / writer,
         }
-        log(f"commit bound: {loops / elapsed:,.0f} commits/s")
+        log(f"commit bound: {loops / elapsed:,.0f} commits/s; collab's commit of one op: "
+            f"{loops / statements:,.0f}/s (its statements alone), {loops / writer:,.0f}/s "
+            "(through its writer thread)")
 
     def hot(self) -> None:
         results: dict[str, Any] = {"collab": {}, "sharedb": {}}
@@ -840,6 +848,70 @@ def build_history(db: Path, doc_id: str, n: int, snapshot_every: int) -> dict[in
     return expected
 
 
+def one_op_commits(db: Path, loops: int) -> tuple[Any, list[Any]]:
+    """A database of collab's schema with one document, a ``SqliteWriter`` on it, and
+    ``loops`` one-op commits for that document, each on the revision the previous one makes."""
+    from sqlalchemy import create_engine, insert
+
+    from collab.commit import CommitRequest, SqliteWriter
+    from collab.models import Base, Document
+    from collab.store import StoredOp
+
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    engine = create_engine(f"sqlite:///{db}")
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(Document), [{"id": "d", "title": "", "rev": 0,
+                                         "created_at": created, "updated_at": created}])
+    engine.dispose()
+    op = [12, "[1234567890]", {"d": 12}]
+    requests = [
+        CommitRequest("d", rev - 1, [StoredOp(rev, op, "c2-0", rev, "bench", created)], None)
+        for rev in range(1, loops + 1)
+    ]
+    return SqliteWriter(f"sqlite:///{db}", "FULL"), requests
+
+
+def writer_commit_seconds(db: Path, loops: int) -> float:
+    """Seconds for ``loops`` one-op commits awaited one at a time through
+    ``SqliteWriter.commit``: its thread, its hand-offs, its Python."""
+    writer, requests = one_op_commits(db, loops)
+
+    async def commit_all() -> float:
+        began = time.perf_counter()
+        for request in requests:
+            if not await writer.commit(request):
+                raise RuntimeError("the benchmark's document moved")
+        elapsed = time.perf_counter() - began
+        await writer.close()
+        return elapsed
+
+    return asyncio.run(commit_all())
+
+
+def bare_commit_seconds(db: Path, loops: int) -> float:
+    """Seconds for the same commits as bare statements: the writer's compiled SQL and values
+    converted beforehand, in a plain sqlite3 loop. No server code can go below it."""
+    from collab.db import apply_sqlite_pragmas
+
+    writer, requests = one_op_commits(db, loops)
+    advance, insert_ops = writer._advance, writer._insert_ops  # its code, read, not rebuilt
+    params = [(advance.parameters(r.advance_params()), insert_ops.parameters(r.op_rows()[0]))
+              for r in requests]
+    asyncio.run(writer.close())
+    connection = sqlite3.connect(db, isolation_level=None)
+    apply_sqlite_pragmas(connection, "FULL")
+    began = time.perf_counter()
+    for advance_values, op_values in params:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(advance.sql, advance_values)
+        connection.execute(insert_ops.sql, op_values)
+        connection.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    connection.close()
+    return elapsed
+
+
 async def create_database(admin_url: str) -> str:
     """A fresh PostgreSQL database for one benchmark run; returns its URL."""
     import asyncpg
@@ -951,10 +1023,15 @@ def markdown(results: dict[str, Any]) -> str:
                     )
         if commit and "2" in {str(k) for k in hot["collab"]}:
             two = hot["collab"].get(2) or hot["collab"].get("2")
-            share = two["ops_per_second"] / commit["commits_per_second"]
+            bound = commit["commits_per_second"]
+            share = two["ops_per_second"] / bound
             lines += ["", f"2 clients reach {share:.0%} of the commit bound "
-                      f"({commit['commits_per_second']:,.0f} durable commits/s: "
-                      "INSERT+COMMIT, WAL, synchronous=FULL)."]
+                      f"({bound:,.0f} durable commits/s: INSERT+COMMIT, WAL, synchronous=FULL)."]
+            if "statements_per_second" in commit:
+                lines += [f"collab's own commit of one op reaches "
+                          f"{commit['statements_per_second'] / bound:.0%} of it as bare "
+                          f"statements and {commit['writer_per_second'] / bound:.0%} through "
+                          "its writer thread, one commit at a time."]
         lines.append("")
     rows = []
     for key, label in (("crowd", "Crowd"), ("many", "Many documents")):
@@ -1015,6 +1092,11 @@ def markdown(results: dict[str, Any]) -> str:
         other.append(f"| Commit bound | INSERT+COMMIT, WAL, FULL "
                      f"| {commit['commits_per_second']:,.0f} commits/s "
                      f"({commit['commit_ms']:.3f} ms) | - |")
+        if "statements_per_second" in commit:
+            other.append(f"| collab's commit of one op | its statements in a bare loop; "
+                         f"through its writer thread "
+                         f"| {commit['statements_per_second']:,.0f}/s; "
+                         f"{commit['writer_per_second']:,.0f}/s | - |")
     if other:
         lines += ["| scenario | load | result | peak RSS |", "| --- | --- | --- | ---: |",
                   *other, ""]
