@@ -700,21 +700,21 @@ async def test_unauthenticated_is_401_everywhere(app_client: httpx.AsyncClient, 
     assert (await app_client.get("/documents/d2", headers=WRITER)).status_code == 404
 
 
-async def test_audience_checked_when_configured(client_with: ClientFactory) -> None:
-    client = await client_with(jwt_audience="collab-api")
+@pytest.mark.parametrize(
+    ("claim", "expected", "wrong"),
+    [
+        ("audience", "collab-api", "someone-else"),
+        ("issuer", "https://auth.example", "https://evil.example"),
+    ],
+)
+async def test_claim_checked_when_configured(
+    client_with: ClientFactory, claim: str, expected: str, wrong: str
+) -> None:
+    client = await client_with(**{f"jwt_{claim}": expected})
     assert (await client.get("/documents", headers=auth("a"))).status_code == 401
-    wrong = auth("a", audience="someone-else")
-    assert (await client.get("/documents", headers=wrong)).status_code == 401
-    right = auth("a", audience="collab-api")
-    assert (await client.get("/documents", headers=right)).status_code == 200
-
-
-async def test_issuer_checked_when_configured(client_with: ClientFactory) -> None:
-    client = await client_with(jwt_issuer="https://auth.example")
-    assert (await client.get("/documents", headers=auth("a"))).status_code == 401
-    wrong = auth("a", issuer="https://evil.example")
-    assert (await client.get("/documents", headers=wrong)).status_code == 401
-    right = auth("a", issuer="https://auth.example")
+    mismatched = auth("a", **{claim: wrong})
+    assert (await client.get("/documents", headers=mismatched)).status_code == 401
+    right = auth("a", **{claim: expected})
     assert (await client.get("/documents", headers=right)).status_code == 200
 
 
