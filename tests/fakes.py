@@ -50,9 +50,9 @@ class FakePeer:
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [item for item in self.items() if item["type"] == kind]
 
-    async def wait_for(self, predicate: Any, timeout: float = WAIT) -> None:
+    async def wait_for(self, predicate: Any) -> None:
         """Waits until ``predicate(self)`` holds (checked on every frame or close)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(WAIT):
             while not predicate(self):
                 self._changed.clear()
                 await self._changed.wait()
