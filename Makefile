@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck check bench bench-full migrate clean browser-deps screenshots
+.PHONY: run test install lint typecheck check bench bench-full migrate clean browser-deps screenshots vendor js-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/run.py --full --vs-sharedb
+
+# The editors' ES modules under collab/static/vendor/, built from the npm packages pinned in
+# tests/browser/js/package-lock.json. The output is committed: `make run` and `make test` never
+# need npm for the server.
+vendor: js-deps
+	cd tests/browser/js && node build_vendor.mjs
+
+js-deps:
+	cd tests/browser/js && npm ci --no-fund --no-audit
 
 screenshots: $(STAMP) browser-deps
 	COLLAB_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser/test_screenshots.py -q

@@ -54,6 +54,34 @@ def node() -> str:
     return found
 
 
+JS_DIR = Path(__file__).parent / "js"
+EDITOR_PACKAGES = ("@codemirror/state", "@codemirror/view", "monaco-editor", "esbuild")
+
+
+@pytest.fixture(scope="session")
+def editor_packages() -> Path:
+    """tests/browser/js/node_modules with the editors' npm packages pinned in its package-lock.json
+    (`npm ci` when one is missing: the editor tests run against the real packages)."""
+    modules = JS_DIR / "node_modules"
+    if all((modules / name / "package.json").exists() for name in EDITOR_PACKAGES):
+        return modules
+    npm = shutil.which("npm")
+    if npm is None:
+        need("npm is not installed: the editor tests need the editors' npm packages")
+    assert npm is not None
+    result = subprocess.run(
+        [npm, "ci", "--no-fund", "--no-audit"],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        need(f"npm ci in {JS_DIR} failed:\n{result.stderr[-2000:]}")
+    return modules
+
+
 def _collab_command() -> list[str]:
     script = Path(sys.executable).with_name("collab")
     if script.exists():
