@@ -274,12 +274,15 @@ FRAME_RECORDER = """
 
 
 class Editor:
-    """One demo page (its own browser context, so its own storage) editing one document."""
+    """One demo page (its own browser context, so its own storage) editing one document, with
+    the CodeMirror editor or the textarea (`kind`). `window.collabDemo.shown()` is the text the
+    page's editor shows, whichever it is."""
 
-    def __init__(self, page: Any, name: str, doc: str) -> None:
+    def __init__(self, page: Any, name: str, doc: str, kind: str = "textarea") -> None:
         self.page = page
         self.name = name
         self.doc = doc
+        self.kind = kind
         self.page_errors: list[str] = []
         self.console: list[str] = []
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
@@ -293,7 +296,7 @@ class Editor:
         except PlaywrightTimeout:
             state = await self.page.evaluate(
                 """() => { const c = window.collabDemo?.client;
-                    return { value: document.querySelector('#editor').value, text: c?.text,
+                    return { value: window.collabDemo?.shown(), text: c?.text,
                              rev: c?.rev, status: c?.status, state: c?.state }; }"""
             )
             raise AssertionError(
@@ -305,8 +308,7 @@ class Editor:
     async def wait_ready(self) -> None:
         await self.wait(
             """() => { const c = window.collabDemo?.client;
-                const editor = document.querySelector('#editor');
-                return !!c && c.status === 'online' && !editor.readOnly; }"""
+                return !!c && c.status === 'online' && window.collabDemo.writable(); }"""
         )
 
     async def wait_synced(self) -> str:
@@ -314,20 +316,19 @@ class Editor:
         return str(
             await self.wait(
                 """() => { const c = window.collabDemo?.client;
-                    const v = document.querySelector('#editor').value;
+                    const v = window.collabDemo.shown();
                     return c && c.status === 'online' && !c.pending && v === c.text ? v : null; }"""
             )
         )
 
     async def wait_value(self, expected: str) -> None:
         await self.wait(
-            """(t) => document.querySelector('#editor').value === t
-                && !window.collabDemo.client.pending""",
+            """(t) => window.collabDemo.shown() === t && !window.collabDemo.client.pending""",
             expected,
         )
 
     async def value(self) -> str:
-        return str(await self.page.input_value("#editor"))
+        return str(await self.page.evaluate("() => window.collabDemo.shown()"))
 
     async def js(self, expression: str, arg: Any = None) -> Any:
         return await self.page.evaluate(expression, arg)
@@ -340,18 +341,29 @@ async def open_editor(browser: Any) -> AsyncIterator[Callable[..., Any]]:
     editors: list[Editor] = []
 
     async def open_(
-        server: Server, doc: str, name: str, width: int = 1100, height: int = 700
+        server: Server,
+        doc: str,
+        name: str,
+        width: int = 1100,
+        height: int = 700,
+        editor: str = "textarea",
+        ready: bool = True,
+        init_script: str | None = None,
     ) -> Editor:
         context = await browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         await context.add_init_script(f"localStorage.setItem('collab.name', {name!r});")
         await context.add_init_script(FRAME_RECORDER)
+        if init_script is not None:
+            await context.add_init_script(init_script)
         page = await context.new_page()
-        editor = Editor(page, name, doc)
-        editors.append(editor)
-        await page.goto(f"{server.url}/#doc={doc}")
-        await editor.wait_ready()
-        return editor
+        opened = Editor(page, name, doc, editor)
+        editors.append(opened)
+        query = "?editor=textarea" if editor == "textarea" else ""
+        await page.goto(f"{server.url}/{query}#doc={doc}")
+        if ready:
+            await opened.wait_ready()
+        return opened
 
     yield open_
     for editor in editors:
@@ -383,7 +395,7 @@ async def _converge(server: Server, doc: str, *editors: Editor) -> str:
     for editor in editors:
         await editor.wait(
             """(rev) => { const c = window.collabDemo.client;
-                const value = document.querySelector('#editor').value;
+                const value = window.collabDemo.shown();
                 return c.rev === rev && !c.pending && value === c.text; }""",
             body["rev"],
         )
