@@ -33,6 +33,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Test pages served by a Playwright route count as public: without this, Chromium's Local
+    # Network Access checks would block their WebSocket to the server on 127.0.0.1.
+    "--disable-features=LocalNetworkAccessChecks",
 ]
 TIMEOUT_MS = 20_000  # for every wait on a page condition
 
@@ -80,6 +83,27 @@ def editor_packages() -> Path:
     if result.returncode != 0:
         need(f"npm ci in {JS_DIR} failed:\n{result.stderr[-2000:]}")
     return modules
+
+
+@pytest.fixture(scope="session")
+def monaco_bundle(editor_packages: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Monaco's editor API and worker as ES modules, built from the pinned npm package for the
+    Monaco tests (several megabytes: built per run, never committed)."""
+    node = shutil.which("node")
+    if node is None:
+        need("node is not installed: the Monaco tests build Monaco with it")
+    assert node is not None
+    out = tmp_path_factory.mktemp("monaco")
+    result = subprocess.run(
+        [node, "build_monaco.mjs", str(out)],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
 
 def _collab_command() -> list[str]:
@@ -349,18 +373,24 @@ async def open_editor(browser: Any) -> AsyncIterator[Callable[..., Any]]:
         editor: str = "textarea",
         ready: bool = True,
         init_script: str | None = None,
+        path: str | None = None,
+        setup: Callable[[Any], Any] | None = None,
     ) -> Editor:
+        """`path` (with its query) replaces the demo page; `setup(context)` runs before the page
+        opens (routes for test pages)."""
         context = await browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         await context.add_init_script(f"localStorage.setItem('collab.name', {name!r});")
         await context.add_init_script(FRAME_RECORDER)
         if init_script is not None:
             await context.add_init_script(init_script)
+        if setup is not None:
+            await setup(context)
         page = await context.new_page()
         opened = Editor(page, name, doc, editor)
         editors.append(opened)
         query = "?editor=textarea" if editor == "textarea" else ""
-        await page.goto(f"{server.url}/{query}#doc={doc}")
+        await page.goto(f"{server.url}{path}" if path else f"{server.url}/{query}#doc={doc}")
         if ready:
             await opened.wait_ready()
         return opened

@@ -165,26 +165,29 @@ async def test_remote_cursors_show_name_and_place(live_server: Any, open_editor:
 async def test_undo_removes_only_own_text(
     live_server: Any, open_editor: Any, converge: Any
 ) -> None:
+    """Bob's edits land before Alice's after she typed: her undo must still find her own text
+    (an undo stack that was not moved through his edits would remove the wrong characters)."""
     doc = new_doc("cm-undo")
     live_server.post("/documents", live_server.token("Setup"), {"id": doc, "content": "[middle]"})
     alice = await open_editor(live_server, doc, "Alice", editor="codemirror")
     bob = await open_editor(live_server, doc, "Bob", editor="codemirror")
     await alice.page.click(CONTENT)
-    await alice.page.keyboard.press("Control+Home")
+    await alice.page.keyboard.press("Control+End")
+    await alice.page.keyboard.type(" alice 😀", delay=10)
+    assert await converge(live_server, doc, alice, bob) == "[middle] alice 😀"
     await bob.page.click(CONTENT)
-    await bob.page.keyboard.press("Control+End")
-    await asyncio.gather(
-        alice.page.keyboard.type("alice 😀 ", delay=10), bob.page.keyboard.type(" bob 🎉", delay=10)
-    )
-    assert await converge(live_server, doc, alice, bob) == "alice 😀 [middle] bob 🎉"
+    await bob.page.keyboard.press("Control+Home")
+    await bob.page.keyboard.type("bob 🎉 ", delay=10)
+    assert await converge(live_server, doc, alice, bob) == "bob 🎉 [middle] alice 😀"
 
     await alice.page.keyboard.press("Control+z")
-    assert await converge(live_server, doc, alice, bob) == "[middle] bob 🎉"
+    assert await converge(live_server, doc, alice, bob) == "bob 🎉 [middle]"
     await alice.page.keyboard.press("Control+z")  # nothing else of Alice's to undo
+    assert await converge(live_server, doc, alice, bob) == "bob 🎉 [middle]"
     await alice.page.keyboard.press("Control+Shift+z")
-    assert await converge(live_server, doc, alice, bob) == "alice 😀 [middle] bob 🎉"
+    assert await converge(live_server, doc, alice, bob) == "bob 🎉 [middle] alice 😀"
     await bob.page.keyboard.press("Control+z")
-    assert await converge(live_server, doc, alice, bob) == "alice 😀 [middle]"
+    assert await converge(live_server, doc, alice, bob) == "[middle] alice 😀"
 
 
 async def test_read_only_token_refuses_typing(live_server: Any, open_editor: Any) -> None:
