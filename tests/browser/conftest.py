@@ -58,7 +58,13 @@ def node() -> str:
 
 
 JS_DIR = Path(__file__).parent / "js"
-EDITOR_PACKAGES = ("@codemirror/state", "@codemirror/view", "monaco-editor", "esbuild")
+EDITOR_PACKAGES = (
+    "@codemirror/state",
+    "@codemirror/view",
+    "monaco-editor",
+    "esbuild",
+    "collab-client",
+)
 
 
 @pytest.fixture(scope="session")

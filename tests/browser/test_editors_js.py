@@ -1,4 +1,4 @@
-"""collab-codemirror.js's conversion against the real @codemirror/state, under node."""
+"""The editor bindings' conversions under node, with the real @codemirror/state."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 pytestmark = pytest.mark.browser
 
 
-def test_codemirror_conversion(node: str, editor_packages: Path) -> None:
+def test_editor_conversions(node: str, editor_packages: Path) -> None:
     result = subprocess.run(
-        [node, "--import", "./editor_modules.mjs", "--test", "codemirror.test.mjs"],
+        [node, "--import", "./editor_modules.mjs", "--test", "editors.test.mjs"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -20,4 +20,4 @@ def test_codemirror_conversion(node: str, editor_packages: Path) -> None:
         cwd=editor_packages.parent,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "# pass 5" in result.stdout, result.stdout[-3000:]
+    assert "# pass 7" in result.stdout, result.stdout[-3000:]

@@ -1,13 +1,16 @@
-// collab-codemirror.js's conversion against the real @codemirror/state: random change sets
-// (inserts, deletes, replacements; astral characters, "\r\n" and lone "\r") turned into collab ops
-// and back give the document CodeMirror's own ChangeSet.apply gives.
-// Run: node --import ./editor_modules.mjs --test codemirror.test.mjs
+// The editor bindings' conversions, imported through the collab-client package's exports (a
+// link to collab/static): collab-codemirror.js against the real @codemirror/state (random change
+// sets with astral characters, "\r\n" and lone "\r", turned into collab ops and back, give the
+// document CodeMirror's own ChangeSet.apply gives), and collab-monaco.js's reading of Monaco's
+// content change events.
+// Run: node --import ./editor_modules.mjs --test editors.test.mjs
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ChangeSet, EditorState, Transaction } from "@codemirror/state";
 import { history, undo, redo } from "@codemirror/commands";
-import * as ot from "../../../collab/static/ot-text.js";
-import { changeSetToOp, opToChangeSpecs, remoteChange } from "../../../collab/static/collab-codemirror.js";
+import * as ot from "collab-client/ot-text";
+import { changeSetToOp, opToChangeSpecs, remoteChange } from "collab-client/codemirror";
+import { eolOf, monacoChangesToOp } from "collab-client/monaco";
 import { seeded } from "./fake_server.mjs";
 
 const PIECES = ["a", "b", "é", "e\u0301", "😀", "👍🏽", " ", "\n", "\r\n", "\r", "中", "𝒳"];
@@ -128,4 +131,29 @@ test("undo reverts only local edits; remote ones are mapped, never undone", () =
   assert.equal(undo(target), false, "nothing else of mine to undo");
   assert.ok(redo(target));
   assert.equal(target.state.doc.toString(), "😀 hello world!");
+});
+
+test("Monaco content changes (offsets on the text before, any order) become the same op", () => {
+  const rnd = seeded(4242);
+  for (let n = 0; n < 3000; n++) {
+    const doc = randomText(rnd, rnd(14));
+    const specs = randomSpecs(rnd, doc, { splitPairs: rnd(4) === 0 });
+    // Monaco reports multi-cursor edits newest-offset first; the binding must not care.
+    const changes = specs.map(({ from, to, insert }) => ({ rangeOffset: from, rangeLength: to - from, text: insert }));
+    if (rnd(2)) changes.reverse();
+    let expected = doc;
+    for (const c of [...changes].sort((a, b) => b.rangeOffset - a.rangeOffset)) {
+      expected = expected.slice(0, c.rangeOffset) + c.text + expected.slice(c.rangeOffset + c.rangeLength);
+    }
+    if (/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(expected)) continue;
+    assert.equal(ot.apply(doc, monacoChangesToOp(changes, doc)), expected, JSON.stringify({ doc, changes }));
+  }
+});
+
+test("a Monaco model's end of line follows the document; mixed line endings have none", () => {
+  assert.equal(eolOf("a\nb"), 0);
+  assert.equal(eolOf("a\r\nb\r\n"), 1);
+  assert.equal(eolOf("no breaks"), 0);
+  assert.equal(eolOf("a\r\nb\nc"), null);
+  assert.equal(eolOf("a\r\nb\rc"), null);
 });
