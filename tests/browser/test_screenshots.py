@@ -1,4 +1,4 @@
-"""Regenerates docs/img/editors.png and docs/img/history.png from a real server.
+"""Regenerates docs/img/editors.png, history.png and codemirror.png from a real server.
 
     COLLAB_SCREENSHOTS=1 .venv/bin/python -m pytest tests/browser/test_screenshots.py
 
@@ -105,3 +105,40 @@ async def test_screenshots(make_server: Any, open_editor: Any, browser: Any, con
     )
     await bob.wait("() => document.querySelector('#history-view').dataset.rev === '4'")
     await bob.page.screenshot(path=str(OUT / "history.png"))
+
+
+@pytest.mark.skipif(os.environ.get("COLLAB_SCREENSHOTS") != "1", reason="set COLLAB_SCREENSHOTS=1")
+async def test_codemirror_screenshot(make_server: Any, open_editor: Any, converge: Any) -> None:
+    """docs/img/codemirror.png: the CodeMirror demo with two remote cursors, one selecting."""
+    server = make_server()
+    doc = "welcome"
+    alice, bob, chloe = [
+        await open_editor(server, doc, name, width=WIDTH + 200, height=HEIGHT, editor="codemirror")
+        for name in ("Alice", "Bob", "Chloé")
+    ]
+    await call(
+        alice,
+        "c.insert(0, 'Release notes — collab 0.2\\n\\nEditors\\n"
+        "• CodeMirror 6: remote cursors, local undo\\n• Monaco: the same, with its own stack\\n\\n"
+        "Line endings\\n• \"\\\\r\\\\n\" stays two characters on every side\\n\\n"
+        "Thanks to everyone who tested it ☕\\n')",
+    )
+    await converge(server, doc, alice, bob, chloe)
+
+    async def select(editor: Any, needle: str, length: int) -> None:
+        await editor.page.click(".cm-content")
+        await editor.js(
+            """([needle, length]) => { const view = window.collabDemo.view;
+                const at = view.state.doc.toString().indexOf(needle); view.focus();
+                view.dispatch({ selection: { anchor: at, head: at + length } }); }""",
+            [needle, length],
+        )
+
+    await select(bob, "remote cursors", len("remote cursors"))
+    await select(chloe, "everyone", 0)
+    await select(alice, "Monaco", 0)
+    for name in ("Bob", "Chloé"):
+        await alice.page.locator(".cm-collab-caret", has_text=name).wait_for(state="attached")
+    await alice.wait("() => document.querySelector('.cm-collab-selection') !== null")
+    OUT.mkdir(parents=True, exist_ok=True)
+    await alice.page.screenshot(path=str(OUT / "codemirror.png"))
