@@ -28,7 +28,7 @@
  *     and our main selection is sent as presence while the editor has focus;
  *   - read-only while the token may only read (or before the client is ready);
  *   - an edit the server refused makes the client reload the server's text: a notice panel says
- *     so; a paste too large for one frame (maxMessageBytes) is refused with a notice, not sent.
+ *     so; an edit too large for one message (a big paste) is sent in pieces (editor-sync.js).
  *
  * Options of collabExtension(client, options):
  *   colour(peer) -> CSS colour      a peer's colour (default: from a hash of its user id)
@@ -41,6 +41,7 @@
 import { Annotation, EditorState, StateEffect, StateField, Text, Transaction } from "@codemirror/state";
 import { Decoration, EditorView, ViewPlugin, WidgetType, showPanel } from "@codemirror/view";
 import * as ot from "./ot-text.js";
+import { EditorSync } from "./editor-sync.js";
 
 /** Marks transactions that carry the client's text into the editor (never sent back). */
 export const remoteChange = Annotation.define();
@@ -134,13 +135,14 @@ const peersField = StateField.define({
   provide: (field) => EditorView.decorations.from(field),
 });
 
-function peerDecorations(client, colour, docLength) {
+function peerDecorations(sync, colour) {
   const ranges = [];
-  for (const peer of client.peers) {
+  const docLength = sync.text.length;
+  for (const peer of sync.peers()) {
     if (!peer.cursor) continue;
     const c = colour(peer);
-    const anchor = Math.min(client.toUtf16(peer.cursor.anchor), docLength);
-    const head = Math.min(client.toUtf16(peer.cursor.head), docLength);
+    const anchor = Math.min(sync.toUtf16(peer.cursor.anchor), docLength);
+    const head = Math.min(sync.toUtf16(peer.cursor.head), docLength);
     if (anchor !== head) {
       ranges.push(
         Decoration.mark({
@@ -243,14 +245,13 @@ class Binding {
     this.view = view;
     this.client = client;
     this.colour = options.colour ?? defaultColour;
-    this.maxMessageBytes = options.maxMessageBytes ?? 1048576;
     this.notices = options.notices ?? true;
-    this.submitting = false; // our own submit() is running: its localchange is already shown
+    this.sync = new EditorSync(client, { maxMessageBytes: options.maxMessageBytes });
     this.destroyed = false;
     this.off = [
       client.on("change", (detail) => this.onClientChange(detail)),
       client.on("localchange", (detail) => {
-        if (!this.submitting) this.onClientChange(detail);
+        if (!this.sync.submitting) this.onClientChange(detail);
       }),
       ...["presence", "join", "leave"].map((name) => client.on(name, () => this.later(() => this.showPeers()))),
       client.on("status", () => this.later(() => this.syncAccess())),
@@ -258,7 +259,7 @@ class Binding {
     ];
     // The view may be created with another text than the client's, or before it is ready.
     this.later(() => {
-      if (this.view.state.doc.toString() !== client.text) this.replaceAll();
+      if (this.view.state.doc.toString() !== this.sync.text) this.replaceAll();
       this.syncAccess();
       this.showPeers();
     });
@@ -280,29 +281,17 @@ class Binding {
   }
 
   submit(tr) {
-    const before = this.client.text;
+    const before = this.sync.text;
     if (tr.startState.doc.length !== before.length) {
       // The editor and the client disagree already: the client's text wins.
       this.later(() => this.replaceAll());
       return;
     }
-    const op = changeSetToOp(tr.changes, before);
-    const bytes = opBytes(op);
-    if (bytes > this.maxMessageBytes - 512) {
-      this.notify(
-        `That edit is too large to send (${bytes} bytes; the server takes at most ${this.maxMessageBytes} per message). It was undone.`,
-      );
-      this.later(() => this.replaceAll());
-      return;
-    }
-    this.submitting = true;
     try {
-      this.client.submit(op);
+      this.sync.local(changeSetToOp(tr.changes, before));
     } catch (err) {
       this.notify(`Your edit could not be applied: ${err?.message ?? err}`);
       this.later(() => this.replaceAll());
-    } finally {
-      this.submitting = false;
     }
   }
 
@@ -311,18 +300,18 @@ class Binding {
       if (update.focusChanged) this.client.setCursor(null);
       return;
     }
-    if (update.state.doc.length !== this.client.text.length) return;
+    if (update.state.doc.length !== this.sync.text.length) return;
     const { anchor, head } = update.state.selection.main;
-    this.client.setCursor({ anchor, head }, { utf16: true });
+    this.sync.setCursor({ anchor, head });
   }
 
   onClientChange({ op }) {
-    const state = this.view.state;
-    const before = state.doc.toString();
+    const before = this.sync.text;
     let changes;
     try {
-      // The op is on the client's text before the change, which the editor shows.
-      if (ot.apply(before, op) !== this.client.text) throw new Error("texts differ");
+      op = this.sync.remote(op);
+      // The editor shows sync.text: anything else is a disagreement, settled by replaceAll.
+      if (this.view.state.doc.length !== before.length) throw new Error("texts differ");
       changes = opToChangeSpecs(op, before);
     } catch {
       this.replaceAll();
@@ -330,15 +319,16 @@ class Binding {
     }
     this.view.dispatch({
       changes,
-      effects: setPeers.of(peerDecorations(this.client, this.colour, this.client.text.length)),
+      effects: setPeers.of(peerDecorations(this.sync, this.colour)),
       annotations: [remoteChange.of(true), Transaction.addToHistory.of(false)],
     });
   }
 
   /** Shows the client's text wholesale (first load, or after a disagreement). */
   replaceAll() {
+    this.sync.reset();
     const doc = this.view.state.doc;
-    const text = this.client.text;
+    const text = this.sync.text;
     if (doc.toString() === text) return;
     const op = ot.diffOp(doc.toString(), text);
     this.view.dispatch({
@@ -348,8 +338,8 @@ class Binding {
   }
 
   showPeers() {
-    if (this.view.state.doc.length !== this.client.text.length) return;
-    this.view.dispatch({ effects: setPeers.of(peerDecorations(this.client, this.colour, this.client.text.length)) });
+    if (this.view.state.doc.length !== this.sync.text.length) return;
+    this.view.dispatch({ effects: setPeers.of(peerDecorations(this.sync, this.colour)) });
   }
 
   syncAccess() {
@@ -370,11 +360,9 @@ class Binding {
   destroy() {
     this.destroyed = true;
     for (const off of this.off) off();
+    this.sync.destroy();
   }
 }
-
-const encoder = new TextEncoder();
-const opBytes = (op) => encoder.encode(JSON.stringify(op)).length;
 
 /** The CodeMirror extension that binds the editor to `client` (see the module comment). */
 export function collabExtension(client, options = {}) {

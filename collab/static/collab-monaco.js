@@ -24,8 +24,9 @@
  *     model never rewrites line breaks in the shared text;
  *   - peers' cursors and selections are decorations in their colour with their name, and our
  *     selection is sent as presence while the editor has focus;
- *   - read-only while the token may only read; an edit refused by the server, or too large for
- *     one message, shows a notice and the editor shows the server's text again.
+ *   - read-only while the token may only read; an edit refused by the server shows a notice and
+ *     the editor shows the server's text again; an edit too large for one message (a big paste)
+ *     is sent in pieces (editor-sync.js).
  *
  * Options of bindMonaco(client, editor, options):
  *   colour(peer) -> CSS colour      a peer's colour (default: from a hash of its user id)
@@ -36,6 +37,7 @@
  */
 
 import * as ot from "./ot-text.js";
+import { EditorSync } from "./editor-sync.js";
 
 const EOL_LF = 0; // monaco.editor.EndOfLineSequence.LF
 const EOL_CRLF = 1; // monaco.editor.EndOfLineSequence.CRLF
@@ -90,8 +92,6 @@ export function eolOf(text) {
   return crlf ? EOL_CRLF : EOL_LF;
 }
 
-const encoder = new TextEncoder();
-const opBytes = (op) => encoder.encode(JSON.stringify(op)).length;
 const hasLineBreak = (op) =>
   op.some((c) =>
     typeof c === "string" ? /[\r\n]/.test(c) : typeof c === "object" && (typeof c.d !== "string" || /[\r\n]/.test(c.d)),
@@ -129,12 +129,10 @@ function peerClass(name, colour) {
 /** Binds `editor` (a Monaco IStandaloneCodeEditor) to `client`; returns a function that unbinds. */
 export function bindMonaco(client, editor, options = {}) {
   const colour = options.colour ?? defaultColour;
-  const maxMessageBytes = options.maxMessageBytes ?? 1048576;
   const groupDelay = options.groupDelay ?? 500;
   const model = editor.getModel();
+  const sync = new EditorSync(client, { maxMessageBytes: options.maxMessageBytes });
   let applying = false; // the binding itself is changing the model
-  let submitting = false; // our own submit() is running: its localchange is shown already
-  let undoing = false; // an undo or redo is being submitted
   let mixed = false; // the document mixes line endings: shown read-only
   let undoStack = []; // [{op, at}]: ops that revert our edits, newest last, on the current text
   let redoStack = [];
@@ -171,7 +169,8 @@ export function bindMonaco(client, editor, options = {}) {
 
   /** The model shows the client's text wholesale, with the document's end of line. */
   const resync = () => {
-    const text = client.text;
+    sync.reset();
+    const text = sync.text;
     const eol = eolOf(text);
     mixed = eol === null;
     if (mixed) {
@@ -192,21 +191,24 @@ export function bindMonaco(client, editor, options = {}) {
   };
 
   /** Shows an op the client applied to its text (remote, or submitted outside the editor). */
-  const onClientChange = ({ op }, { undo = false } = {}) => {
-    if (!undo) transformStacks(op);
-    if (mixed || hasLineBreak(op)) {
-      if (eolOf(client.text) === null || mixed) return resync();
-    }
-    const before = model.getValue();
-    let changes;
+  const onClientChange = ({ op }) => {
+    const before = sync.text;
     try {
-      if (ot.apply(before, op) !== client.text) throw new Error("texts differ");
-      changes = ot.opToUtf16(op, before).changes;
+      op = sync.remote(op);
     } catch {
       return resync();
     }
+    transformStacks(op);
+    showChange(op, before);
+  };
+
+  /** Applies `op`, made on `before` (the text the model showed), to the model. */
+  const showChange = (op, before) => {
+    if (mixed || (hasLineBreak(op) && eolOf(sync.text) === null)) return resync();
+    if (model.getValueLength() !== before.length) return resync();
+    const { changes } = ot.opToUtf16(op, before);
     edit(() => model.applyEdits(changes.map(({ from, to, insert }) => ({ range: rangeOf(from, to), text: insert }))));
-    if (model.getValueLength() !== client.text.length) resync(); // Monaco changed a line break
+    if (model.getValueLength() !== sync.text.length) resync(); // Monaco changed a line break
     showPeers();
   };
 
@@ -238,32 +240,18 @@ export function bindMonaco(client, editor, options = {}) {
     redoStack = [];
   };
 
-  const submit = (op) => {
-    submitting = true;
-    try {
-      client.submit(op);
-    } finally {
-      submitting = false;
-    }
-  };
-
   const onModelChange = (event) => {
     if (applying || event.isFlush) return;
-    const before = client.text;
-    let op;
+    const before = sync.text;
     try {
-      op = monacoChangesToOp(event.changes, before);
-      if (opBytes(op) > maxMessageBytes - 512) {
-        notify(`That edit is too large to send (the server takes at most ${maxMessageBytes} bytes per message). It was undone.`);
-        return queueMicrotask(resync);
-      }
-      submit(op);
+      const op = monacoChangesToOp(event.changes, before);
+      sync.local(op);
       if (!ot.isNoop(op)) record(op, before);
     } catch (err) {
       notify(`Your edit could not be applied: ${err?.message ?? err}`);
       return queueMicrotask(resync);
     }
-    if (model.getValueLength() !== client.text.length) queueMicrotask(resync);
+    if (model.getValueLength() !== sync.text.length) queueMicrotask(resync);
     sendSelection();
   };
 
@@ -271,17 +259,14 @@ export function bindMonaco(client, editor, options = {}) {
     if (!writable()) return;
     const entry = from.pop();
     if (!entry) return;
-    const before = client.text;
-    undoing = true;
+    const before = sync.text;
     try {
-      client.submit(entry.op);
-      onClientChange({ op: entry.op }, { undo: true });
+      sync.local(entry.op);
     } catch (err) {
       notify(`Undo failed: ${err?.message ?? err}`);
       return;
-    } finally {
-      undoing = false;
     }
+    showChange(entry.op, before);
     to.push({ op: ot.invert(ot.makeInvertible(entry.op, before)), at: 0 });
     // The caret goes where the reverted edit was.
     const first = ot.opToUtf16(entry.op, before).changes[0];
@@ -308,20 +293,20 @@ export function bindMonaco(client, editor, options = {}) {
   const sendSelection = () => {
     if (!editor.hasTextFocus() || mixed) return;
     const sel = editor.getSelection();
-    if (!sel || model.getValueLength() !== client.text.length) return;
+    if (!sel || model.getValueLength() !== sync.text.length) return;
     const anchor = model.getOffsetAt({ lineNumber: sel.selectionStartLineNumber, column: sel.selectionStartColumn });
     const head = model.getOffsetAt({ lineNumber: sel.positionLineNumber, column: sel.positionColumn });
-    client.setCursor({ anchor, head }, { utf16: true });
+    sync.setCursor({ anchor, head });
   };
 
   const showPeers = () => {
-    if (mixed || model.getValueLength() !== client.text.length) return decorations.clear();
+    if (mixed || model.getValueLength() !== sync.text.length) return decorations.clear();
     const list = [];
-    for (const peer of client.peers) {
+    for (const peer of sync.peers()) {
       if (!peer.cursor) continue;
       const cls = peerClass(peer.name || peer.user || "someone", colour(peer));
-      const anchor = client.toUtf16(peer.cursor.anchor);
-      const head = client.toUtf16(peer.cursor.head);
+      const anchor = sync.toUtf16(peer.cursor.anchor);
+      const head = sync.toUtf16(peer.cursor.head);
       const forward = head >= anchor;
       list.push({
         range: rangeOf(Math.min(anchor, head), Math.max(anchor, head)),
@@ -348,7 +333,7 @@ export function bindMonaco(client, editor, options = {}) {
   const offs = [
     client.on("change", (detail) => onClientChange(detail)),
     client.on("localchange", (detail) => {
-      if (!submitting && !undoing) onClientChange(detail);
+      if (!sync.submitting) onClientChange(detail);
     }),
     ...["presence", "join", "leave"].map((name) => client.on(name, showPeers)),
     client.on("status", updateReadOnly),
@@ -366,6 +351,7 @@ export function bindMonaco(client, editor, options = {}) {
     for (const off of offs) off();
     decorations.clear();
     clearNotice();
+    sync.destroy();
   };
 }
 

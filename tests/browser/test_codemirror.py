@@ -30,6 +30,10 @@ async def server_content(server: Any, doc: str) -> str:
     return str(body["content"])
 
 
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 async def caret_position(editor: Any, name: str) -> int:
     """Where the remote caret flagged `name` sits in `editor`'s CodeMirror document."""
     await editor.page.locator(".cm-collab-caret", has_text=name).wait_for(state="attached")
@@ -221,28 +225,33 @@ async def test_read_only_token_refuses_typing(live_server: Any, open_editor: Any
     assert await server_content(live_server, doc) == "look only"
 
 
-async def test_large_paste_goes_through_or_is_refused_visibly(
+async def test_large_paste_goes_through_in_pieces(
     live_server: Any, open_editor: Any, converge: Any
 ) -> None:
+    """Pastes of 1 MB (more than COLLAB_MAX_MESSAGE_BYTES once JSON escapes its line breaks) and
+    2.5 MB in one transaction each: sent in pieces that each fit in a message, nothing lost."""
     doc = new_doc("cm-paste")
     alice = await open_editor(live_server, doc, "Alice", editor="codemirror")
     bob = await open_editor(live_server, doc, "Bob", editor="codemirror")
-    paste = """(n) => { const view = window.collabDemo.view;
-        const text = 'collab paste line. '.repeat(Math.ceil(n / 19)).slice(0, n);
-        view.dispatch({ changes: { from: view.state.doc.length, insert: text },
-                        userEvent: 'input.paste' }); }"""
-    # 1 MB in one transaction: one op, one frame under COLLAB_MAX_MESSAGE_BYTES (1 MiB).
-    await alice.js(paste, 1_000_000)
-    final = await converge(live_server, doc, alice, bob)
-    assert len(final) == 1_000_000 and final.startswith("collab paste line. ")
-
-    # 2 MB cannot go in one frame: the editor refuses it with a notice and loses nothing else.
-    await alice.js(paste, 2_000_000)
-    notice = alice.page.locator(".cm-collab-notice")
-    await notice.wait_for()
-    assert "too large" in await notice.inner_text()
-    assert await converge(live_server, doc, alice, bob) == final
+    paste = """([at, n]) => { const view = window.collabDemo.view;
+        const text = 'collab paste line é 😀\\n'.repeat(Math.ceil(n / 23)).slice(0, n);
+        view.dispatch({ changes: { from: at, insert: text }, userEvent: 'input.paste' }); }"""
+    await alice.js(paste, [0, 1_000_000])
+    first = await converge(live_server, doc, alice, bob)
+    assert utf16_length(first) == 1_000_000 and first.startswith("collab paste line é 😀\n")
     assert await alice.js("window.collabDemo.client.status") == "online"
+
+    # 2.5 MB in the middle while Bob types at the start: both land, in every editor.
+    await bob.page.click(CONTENT)
+    await bob.page.keyboard.press("Control+Home")
+    await asyncio.gather(
+        alice.js(paste, [500_000, 2_500_000]), bob.page.keyboard.type("bob was here ", delay=5)
+    )
+    final = await converge(live_server, doc, alice, bob)
+    assert utf16_length(final) == len("bob was here ") + 3_500_000
+    assert final.startswith("bob was here collab paste line")
+    assert await alice.js("window.collabDemo.client.status") == "online"
+    assert await alice.page.locator(".cm-collab-notice").count() == 0
 
 
 # Changes the text of the next delete the page sends, as a client with a stale view would.

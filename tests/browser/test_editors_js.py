@@ -20,4 +20,4 @@ def test_editor_conversions(node: str, editor_packages: Path) -> None:
         cwd=editor_packages.parent,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "# pass 7" in result.stdout, result.stdout[-3000:]
+    assert "# pass 8" in result.stdout, result.stdout[-3000:]

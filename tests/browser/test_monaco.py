@@ -271,3 +271,22 @@ async def test_read_only_token_refuses_typing(live_server: Any, open_monaco: Any
     await reader.page.keyboard.press("Enter")
     assert await reader.value() == "look only"
     assert await reader.js("window.collabDemo.client.pending") is False
+
+
+async def test_large_paste_goes_through_in_pieces(
+    live_server: Any, open_monaco: Any, converge: Any
+) -> None:
+    """1.5 MB pasted in one edit: more than one message holds, sent in pieces, nothing lost."""
+    doc = new_doc("monaco-paste")
+    alice = await open_monaco(live_server, doc, "Alice")
+    bob = await open_monaco(live_server, doc, "Bob")
+    await alice.js(
+        """(n) => { const { editor } = window.collabDemo;
+            const text = 'monaco paste line é 😀\\n'.repeat(n / 25);
+            editor.executeEdits('paste', [{ range: editor.getModel().getFullModelRange(), text }]);
+        }""",
+        1_500_000,
+    )
+    final = await converge(live_server, doc, alice, bob)
+    assert final == "monaco paste line é 😀\n" * 60_000
+    assert await alice.js("window.collabDemo.client.status") == "online"

@@ -120,7 +120,7 @@ async def test_codemirror_screenshot(make_server: Any, open_editor: Any, converg
         alice,
         "c.insert(0, 'Release notes — collab 0.2\\n\\nEditors\\n"
         "• CodeMirror 6: remote cursors, local undo\\n• Monaco: the same, with its own stack\\n\\n"
-        "Line endings\\n• \"\\\\r\\\\n\" stays two characters on every side\\n\\n"
+        'Line endings\\n• "\\\\r\\\\n" stays two characters on every side\\n\\n'
         "Thanks to everyone who tested it ☕\\n')",
     )
     await converge(server, doc, alice, bob, chloe)

@@ -11,6 +11,7 @@ import { history, undo, redo } from "@codemirror/commands";
 import * as ot from "collab-client/ot-text";
 import { changeSetToOp, opToChangeSpecs, remoteChange } from "collab-client/codemirror";
 import { eolOf, monacoChangesToOp } from "collab-client/monaco";
+import { jsonBytes, splitOp } from "collab-client/editor-sync";
 import { seeded } from "./fake_server.mjs";
 
 const PIECES = ["a", "b", "é", "e\u0301", "😀", "👍🏽", " ", "\n", "\r\n", "\r", "中", "𝒳"];
@@ -156,4 +157,26 @@ test("a Monaco model's end of line follows the document; mixed line endings have
   assert.equal(eolOf("no breaks"), 0);
   assert.equal(eolOf("a\r\nb\nc"), null);
   assert.equal(eolOf("a\r\nb\rc"), null);
+});
+
+test("splitOp: pieces within the budget that compose back to the op", () => {
+  const rnd = seeded(314);
+  for (let n = 0; n < 1500; n++) {
+    const doc = randomText(rnd, rnd(40));
+    const other = randomText(rnd, rnd(200)) + "\"\\\u0001";
+    let op = ot.makeInvertible(ot.diffOp(doc, other), doc);
+    const budget = 24 + rnd(60);
+    let text = doc;
+    for (let pieces = 0; op; pieces++) {
+      assert.ok(pieces < 1000);
+      const [head, rest] = splitOp(op, budget);
+      assert.ok(jsonBytes(head) <= budget || head.length === 1, JSON.stringify({ head, budget }));
+      const whole = ot.apply(text, op);
+      text = ot.apply(text, head);
+      if (rest) assert.equal(ot.apply(text, rest), whole);
+      else assert.equal(text, whole);
+      op = rest;
+    }
+    assert.equal(text, other);
+  }
 });
