@@ -3,7 +3,7 @@
 // POST /dev/token. `?editor=textarea` shows the dependency-free textarea binding instead.
 import { EditorState } from "@codemirror/state";
 import { EditorView, drawSelection, highlightActiveLine, highlightActiveLineGutter, highlightSpecialChars, keymap, lineNumbers } from "@codemirror/view";
-import { defaultKeymap, history, historyKeymap } from "@codemirror/commands";
+import { defaultKeymap, history as undoHistory, historyKeymap } from "@codemirror/commands";
 import { connect, bindTextarea, ot } from "/static/collab-client.js";
 import { collabExtension } from "/static/collab-codemirror.js";
 
@@ -230,7 +230,7 @@ function showCodeMirror(client) {
         lineNumbers(),
         highlightActiveLineGutter(),
         highlightSpecialChars(),
-        history(),
+        undoHistory(),
         drawSelection(),
         highlightActiveLine(),
         EditorView.lineWrapping,

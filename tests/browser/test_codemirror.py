@@ -318,3 +318,25 @@ async def test_restart_keeps_pending_edits(
     await alice.wait("() => window.collabDemo.client.status === 'online'")
     await alice.page.keyboard.type("after")
     assert await converge(server, doc, alice, bob) == "before 😀 during\nafter"
+
+
+async def test_demo_joins_only_a_chosen_document(make_server: Any, open_editor: Any) -> None:
+    """Opening the page joins nothing and creates nothing; Open joins the document typed in."""
+    server = make_server()
+    page = await open_editor(server, "", "Alice", editor="codemirror", path="/", ready=False)
+    await page.page.locator("#pick").wait_for()
+    assert await page.page.locator("#status-text").inner_text() == "no document open"
+    assert await page.js("window.__frames") == []
+    token = server.token("Checker")
+    listed = await asyncio.to_thread(server.get, "/documents", token)
+    assert listed["items"] == []
+
+    await page.page.fill("#doc", "chosen-doc")
+    await page.page.click("#join-form button[type=submit]")
+    await page.wait_ready()
+    assert page.page.url.endswith("#doc=chosen-doc")
+    await page.page.click(CONTENT)
+    await page.page.keyboard.type("hello")
+    await page.wait_synced()
+    listed = await asyncio.to_thread(server.get, "/documents", token)
+    assert [item["id"] for item in listed["items"]] == ["chosen-doc"]
