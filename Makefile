@@ -23,8 +23,8 @@ migrate: $(STAMP)
 run: migrate
 	$(BIN)/collab serve --dev --host $(HOST) --port $(PORT)
 
-# Debian's Chromium (and Node for the JS unit tests) for the browser tests, never a browser
-# download; skipped with a note when not root.
+# Debian's Chromium (and Node for the JS unit tests, npm for the editors' pinned packages) for
+# the browser tests, never a browser download; skipped with a note when not root.
 browser-deps:
 	@if command -v node >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -32,6 +32,12 @@ browser-deps:
 		 (apt-get update -qq && apt-get install -y -qq nodejs >/dev/null)) || \
 		echo "make: could not install nodejs; JS tests will skip"; \
 	else echo "make: no node; JS tests will skip"; fi
+	@if command -v npm >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq npm >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq npm >/dev/null)) || \
+		echo "make: could not install npm; editor tests will skip"; \
+	else echo "make: no npm; editor tests will skip"; fi
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
