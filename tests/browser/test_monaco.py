@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -290,3 +291,28 @@ async def test_large_paste_goes_through_in_pieces(
     final = await converge(live_server, doc, alice, bob)
     assert final == "monaco paste line é 😀\n" * 60_000
     assert await alice.js("window.collabDemo.client.status") == "online"
+
+
+async def test_restart_keeps_pending_edits(
+    make_server: Any, open_monaco: Any, converge: Any
+) -> None:
+    server = make_server()
+    doc = "monaco-restart"
+    alice = await open_monaco(server, doc, "Alice")
+    await alice.page.click(TEXT)
+    await alice.page.keyboard.type("before 😀 ")
+    assert await converge(server, doc, alice) == "before 😀 "
+
+    assert server.stop(signal.SIGTERM) is not None
+    await alice.wait("() => window.collabDemo.client.status !== 'online'")
+    await alice.page.keyboard.type("during")
+    assert await alice.js("window.collabDemo.client.pending") is True
+
+    await asyncio.to_thread(server.start)
+    await alice.wait("() => window.collabDemo.client.status === 'online'")
+    await alice.page.keyboard.type(" after")
+    bob = await open_monaco(server, doc, "Bob")
+    assert await converge(server, doc, alice, bob) == "before 😀 during after"
+    # The undo stack survived the reconnect: the last burst of typing goes.
+    await alice.page.keyboard.press("Control+z")
+    assert await converge(server, doc, alice, bob) == "before 😀 during"
