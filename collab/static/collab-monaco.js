@@ -33,7 +33,8 @@
  *   maxMessageBytes = 1048576       the server's COLLAB_MAX_MESSAGE_BYTES
  *   notices = true                  show notices above the editor
  *   groupDelay = 500                ms within which typed edits undo together
- * Returns a function that unbinds.
+ * Returns a function that unbinds, with `undo()` and `redo()` for menus and buttons: Monaco's
+ * own undo command (editor.trigger("…", "undo"), a command palette) would use Monaco's stack.
  */
 
 import * as ot from "./ot-text.js";
@@ -346,13 +347,17 @@ export function bindMonaco(client, editor, options = {}) {
   notice.addEventListener("click", clearNotice);
   resync();
 
-  return () => {
+  const unbind = () => {
     for (const d of disposables) d.dispose();
     for (const off of offs) off();
     decorations.clear();
     clearNotice();
     sync.destroy();
   };
+  return Object.assign(unbind, {
+    undo: () => runUndo(undoStack, redoStack),
+    redo: () => runUndo(redoStack, undoStack),
+  });
 }
 
 export default bindMonaco;
