@@ -8,6 +8,7 @@ in which case they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -58,22 +59,34 @@ def node() -> str:
 
 
 JS_DIR = Path(__file__).parent / "js"
-EDITOR_PACKAGES = (
-    "@codemirror/state",
-    "@codemirror/view",
-    "monaco-editor",
-    "esbuild",
-    "collab-client",
-)
+
+
+def _installed_as_locked(folder: Path) -> bool:
+    """Whether node_modules holds every package of package-lock.json at its locked version
+    (npm keeps what it installed in node_modules/.package-lock.json)."""
+    installed = folder / "node_modules" / ".package-lock.json"
+    if not installed.exists():
+        return False
+    locked = json.loads((folder / "package-lock.json").read_text())["packages"]
+    have = json.loads(installed.read_text())["packages"]
+    for path, entry in locked.items():
+        if not path.startswith("node_modules/"):
+            continue  # the project itself, or a linked folder
+        if path not in have:
+            if entry.get("optional"):
+                continue  # a build for another platform (esbuild's)
+            return False
+        if have[path].get("version") != entry.get("version"):
+            return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def editor_packages() -> Path:
-    """tests/browser/js/node_modules with the editors' npm packages pinned in its package-lock.json
-    (`npm ci` when one is missing: the editor tests run against the real packages)."""
-    modules = JS_DIR / "node_modules"
-    if all((modules / name / "package.json").exists() for name in EDITOR_PACKAGES):
-        return modules
+    """tests/browser/js/node_modules with the npm packages pinned in its package-lock.json (the
+    editors, esbuild, the collab-client link); `npm ci` when they are not all there as locked."""
+    if _installed_as_locked(JS_DIR):
+        return JS_DIR / "node_modules"
     npm = shutil.which("npm")
     if npm is None:
         need("npm is not installed: the editor tests need the editors' npm packages")
@@ -88,7 +101,7 @@ def editor_packages() -> Path:
     )
     if result.returncode != 0:
         need(f"npm ci in {JS_DIR} failed:\n{result.stderr[-2000:]}")
-    return modules
+    return JS_DIR / "node_modules"
 
 
 @pytest.fixture(scope="session")
