@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from collab.auth import mint_token
+from tests.browser.test_codemirror import CORRUPT_NEXT_DELETE
 
 pytestmark = pytest.mark.browser
 
@@ -77,7 +78,12 @@ def open_monaco(open_editor: Any, monaco_bundle: Path) -> Any:
         await context.route("**/__monaco__/**", serve)
 
     async def open_(
-        server: Any, doc: str, name: str, token: str | None = None, ready: bool = True
+        server: Any,
+        doc: str,
+        name: str,
+        token: str | None = None,
+        ready: bool = True,
+        init_script: str | None = None,
     ) -> Any:
         query = urlencode({"doc": doc, "token": token or server.token(name)})
         return await open_editor(
@@ -88,6 +94,7 @@ def open_monaco(open_editor: Any, monaco_bundle: Path) -> Any:
             path=f"/__monaco__/page.html?{query}",
             setup=setup,
             ready=ready,
+            init_script=init_script,
         )
 
     return open_
@@ -318,3 +325,24 @@ async def test_restart_keeps_pending_edits(
     # The undo stack survived the reconnect: the last burst of typing goes.
     await alice.page.keyboard.press("Control+z")
     assert await converge(server, doc, alice, bob) == "before 😀 during"
+
+
+async def test_refused_op_resyncs_with_a_notice(
+    live_server: Any, open_monaco: Any, converge: Any
+) -> None:
+    doc = new_doc("monaco-refused")
+    live_server.post("/documents", live_server.token("Setup"), {"id": doc, "content": "keep me"})
+    alice = await open_monaco(live_server, doc, "Alice", init_script=CORRUPT_NEXT_DELETE)
+    bob = await open_monaco(live_server, doc, "Bob")
+    await alice.page.click(TEXT)
+    await alice.page.keyboard.press("Control+End")
+    await alice.js("window.__corruptNextDelete = true")
+    await alice.page.keyboard.press("Backspace")  # sent as a delete of "Q": invalid_op
+    notice = alice.page.locator(".collab-notice")
+    await notice.wait_for()
+    assert "invalid_op" in await notice.inner_text()
+    assert await converge(live_server, doc, alice, bob) == "keep me"
+    await alice.page.click(TEXT)
+    await alice.page.keyboard.press("Control+End")
+    await alice.page.keyboard.type("!")
+    assert await converge(live_server, doc, alice, bob) == "keep me!"
