@@ -1,6 +1,13 @@
-// The demo page of `collab serve --dev`: a shared textarea with live cursors, a list of who is
-// here, a connection indicator and a history slider. Tokens come from the dev-only POST /dev/token.
+// The demo page of `collab serve --dev`: a shared CodeMirror editor with live cursors, a list of
+// who is here, a connection indicator and a history slider. Tokens come from the dev-only
+// POST /dev/token. `?editor=textarea` shows the dependency-free textarea binding instead.
+import { EditorState } from "@codemirror/state";
+import { EditorView, drawSelection, highlightActiveLine, highlightActiveLineGutter, highlightSpecialChars, keymap, lineNumbers } from "@codemirror/view";
+import { defaultKeymap, history as undoHistory, historyKeymap } from "@codemirror/commands";
 import { connect, bindTextarea, ot } from "/static/collab-client.js";
+import { collabExtension } from "/static/collab-codemirror.js";
+
+const EDITOR = new URLSearchParams(location.search).get("editor") === "textarea" ? "textarea" : "codemirror";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -11,6 +18,9 @@ const els = {
   statusText: $("status-text"),
   banner: $("banner"),
   editor: $("editor"),
+  editorBox: $("editor-box"),
+  pick: $("pick"),
+  cm: $("cm"),
   overlay: $("overlay"),
   overlayInner: $("overlay-inner"),
   peers: $("peers"),
@@ -43,6 +53,13 @@ const session = {
   history: new Map(), // rev -> {content, op, user, created_at}
   following: true, // the history slider sits on the newest revision
   generation: 0,
+  editor: EDITOR,
+  view: null, // the CodeMirror EditorView
+  /** The text the editor shows. */
+  shown: () => (EDITOR === "textarea" ? els.editor.value : session.view?.state.doc.toString() ?? null),
+  /** Whether the editor takes typing. */
+  writable: () =>
+    EDITOR === "textarea" ? !els.editor.readOnly : !!session.view && !session.view.state.readOnly,
 };
 window.collabDemo = session; // handy in the console, and for the browser tests
 
@@ -124,8 +141,11 @@ function showBanner(text) {
 async function start() {
   const generation = ++session.generation;
   session.unbind?.();
+  session.unbind = null;
   session.client?.close();
   session.client = null;
+  els.pick.hidden = true;
+  els.editorBox.hidden = false;
   session.history.clear();
   session.following = true;
   showBanner("");
@@ -134,7 +154,7 @@ async function start() {
 
   const name = els.name.value.trim();
   const doc = els.doc.value.trim();
-  els.share.href = `${location.origin}/#doc=${doc}`;
+  els.share.href = `${location.origin}${location.pathname}${location.search}#doc=${doc}`;
   els.share.textContent = els.share.href;
   document.title = `${doc} · collab`;
 
@@ -184,19 +204,58 @@ async function start() {
   for (const name of ["presence", "join", "leave"]) client.on(name, scheduleRender);
   await client.ready;
   if (generation !== session.generation) return;
-  session.unbind = bindTextarea(client, els.editor);
-  els.editor.focus();
-  els.editor.setSelectionRange(els.editor.value.length, els.editor.value.length);
+  session.unbind = EDITOR === "textarea" ? showTextarea(client) : showCodeMirror(client);
   updateStats();
   updateSlider();
   renderPeers();
   scheduleRender();
 }
 
+function showTextarea(client) {
+  els.editor.hidden = false;
+  els.overlay.hidden = false;
+  const unbind = bindTextarea(client, els.editor);
+  els.editor.focus();
+  els.editor.setSelectionRange(els.editor.value.length, els.editor.value.length);
+  return unbind;
+}
+
+function showCodeMirror(client) {
+  els.cm.hidden = false;
+  const view = new EditorView({
+    parent: els.cm,
+    state: EditorState.create({
+      doc: client.text,
+      extensions: [
+        lineNumbers(),
+        highlightActiveLineGutter(),
+        highlightSpecialChars(),
+        undoHistory(),
+        drawSelection(),
+        highlightActiveLine(),
+        EditorView.lineWrapping,
+        keymap.of([...historyKeymap, ...defaultKeymap]),
+        EditorView.updateListener.of((update) => {
+          if (update.selectionSet || update.focusChanged) scheduleRender();
+        }),
+        collabExtension(client, { colour: (peer) => colorFor(peer.user ?? peer.client) }),
+      ],
+    }),
+  });
+  session.view = view;
+  view.focus();
+  view.dispatch({ selection: { anchor: view.state.doc.length } });
+  return () => {
+    view.destroy();
+    if (session.view === view) session.view = null;
+  };
+}
+
 function setStatus(status, reason, retryIn) {
   els.status.dataset.status = status;
   const client = session.client;
   let text = {
+    idle: "no document open",
     connecting: "connecting…",
     online: "online",
     offline: "offline",
@@ -276,6 +335,7 @@ function scheduleRender() {
 }
 
 function renderOverlay() {
+  if (EDITOR !== "textarea") return; // CodeMirror draws the cursors itself
   const ta = els.editor;
   const c = session.client;
   els.overlay.style.width = `${ta.clientWidth}px`;
@@ -354,7 +414,8 @@ function selectTab(which) {
     updateSlider();
     showRevision(Number(els.slider.value));
   } else {
-    els.editor.focus();
+    if (EDITOR === "textarea") els.editor.focus();
+    else session.view?.focus();
     scheduleRender();
   }
 }
@@ -479,7 +540,7 @@ function renderOp(content, op, color) {
 // ----- wiring ---------------------------------------------------------------------------------
 
 els.name.value = localStorage.getItem("collab.name") || `${pick(ADJECTIVES)} ${pick(ANIMALS)}`;
-els.doc.value = docFromHash() || "welcome";
+els.doc.value = docFromHash() || "";
 
 els.form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -498,4 +559,6 @@ window.addEventListener("hashchange", () => {
   }
 });
 
-start();
+// A document is joined (and created) only once one is chosen: in the link, or with Open.
+if (docFromHash()) start();
+else els.doc.focus();

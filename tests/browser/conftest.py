@@ -8,6 +8,7 @@ in which case they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -33,6 +34,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Test pages served by a Playwright route count as public: without this, Chromium's Local
+    # Network Access checks would block their WebSocket to the server on 127.0.0.1.
+    "--disable-features=LocalNetworkAccessChecks",
 ]
 TIMEOUT_MS = 20_000  # for every wait on a page condition
 
@@ -52,6 +56,73 @@ def node() -> str:
         need("node is not installed: the JavaScript unit tests need it")
     assert found is not None
     return found
+
+
+JS_DIR = Path(__file__).parent / "js"
+
+
+def _installed_as_locked(folder: Path) -> bool:
+    """Whether node_modules holds every package of package-lock.json at its locked version
+    (npm keeps what it installed in node_modules/.package-lock.json)."""
+    installed = folder / "node_modules" / ".package-lock.json"
+    if not installed.exists():
+        return False
+    locked = json.loads((folder / "package-lock.json").read_text())["packages"]
+    have = json.loads(installed.read_text())["packages"]
+    for path, entry in locked.items():
+        if not path.startswith("node_modules/"):
+            continue  # the project itself, or a linked folder
+        if path not in have:
+            if entry.get("optional"):
+                continue  # a build for another platform (esbuild's)
+            return False
+        if have[path].get("version") != entry.get("version"):
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def editor_packages() -> Path:
+    """tests/browser/js/node_modules with the npm packages pinned in its package-lock.json (the
+    editors, esbuild, the collab-client link); `npm ci` when they are not all there as locked."""
+    if _installed_as_locked(JS_DIR):
+        return JS_DIR / "node_modules"
+    npm = shutil.which("npm")
+    if npm is None:
+        need("npm is not installed: the editor tests need the editors' npm packages")
+    assert npm is not None
+    result = subprocess.run(
+        [npm, "ci", "--no-fund", "--no-audit"],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        need(f"npm ci in {JS_DIR} failed:\n{result.stderr[-2000:]}")
+    return JS_DIR / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def monaco_bundle(editor_packages: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Monaco's editor API and worker as ES modules, built from the pinned npm package for the
+    Monaco tests (several megabytes: built per run, never committed)."""
+    node = shutil.which("node")
+    if node is None:
+        need("node is not installed: the Monaco tests build Monaco with it")
+    assert node is not None
+    out = tmp_path_factory.mktemp("monaco")
+    result = subprocess.run(
+        [node, "build_monaco.mjs", str(out)],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
 
 def _collab_command() -> list[str]:
@@ -246,12 +317,15 @@ FRAME_RECORDER = """
 
 
 class Editor:
-    """One demo page (its own browser context, so its own storage) editing one document."""
+    """One demo page (its own browser context, so its own storage) editing one document, with
+    the CodeMirror editor or the textarea (`kind`). `window.collabDemo.shown()` is the text the
+    page's editor shows, whichever it is."""
 
-    def __init__(self, page: Any, name: str, doc: str) -> None:
+    def __init__(self, page: Any, name: str, doc: str, kind: str = "textarea") -> None:
         self.page = page
         self.name = name
         self.doc = doc
+        self.kind = kind
         self.page_errors: list[str] = []
         self.console: list[str] = []
         page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
@@ -265,7 +339,7 @@ class Editor:
         except PlaywrightTimeout:
             state = await self.page.evaluate(
                 """() => { const c = window.collabDemo?.client;
-                    return { value: document.querySelector('#editor').value, text: c?.text,
+                    return { value: window.collabDemo?.shown(), text: c?.text,
                              rev: c?.rev, status: c?.status, state: c?.state }; }"""
             )
             raise AssertionError(
@@ -277,8 +351,7 @@ class Editor:
     async def wait_ready(self) -> None:
         await self.wait(
             """() => { const c = window.collabDemo?.client;
-                const editor = document.querySelector('#editor');
-                return !!c && c.status === 'online' && !editor.readOnly; }"""
+                return !!c && c.status === 'online' && window.collabDemo.writable(); }"""
         )
 
     async def wait_synced(self) -> str:
@@ -286,20 +359,19 @@ class Editor:
         return str(
             await self.wait(
                 """() => { const c = window.collabDemo?.client;
-                    const v = document.querySelector('#editor').value;
+                    const v = window.collabDemo.shown();
                     return c && c.status === 'online' && !c.pending && v === c.text ? v : null; }"""
             )
         )
 
     async def wait_value(self, expected: str) -> None:
         await self.wait(
-            """(t) => document.querySelector('#editor').value === t
-                && !window.collabDemo.client.pending""",
+            """(t) => window.collabDemo.shown() === t && !window.collabDemo.client.pending""",
             expected,
         )
 
     async def value(self) -> str:
-        return str(await self.page.input_value("#editor"))
+        return str(await self.page.evaluate("() => window.collabDemo.shown()"))
 
     async def js(self, expression: str, arg: Any = None) -> Any:
         return await self.page.evaluate(expression, arg)
@@ -312,18 +384,35 @@ async def open_editor(browser: Any) -> AsyncIterator[Callable[..., Any]]:
     editors: list[Editor] = []
 
     async def open_(
-        server: Server, doc: str, name: str, width: int = 1100, height: int = 700
+        server: Server,
+        doc: str,
+        name: str,
+        width: int = 1100,
+        height: int = 700,
+        editor: str = "textarea",
+        ready: bool = True,
+        init_script: str | None = None,
+        path: str | None = None,
+        setup: Callable[[Any], Any] | None = None,
     ) -> Editor:
+        """`path` (with its query) replaces the demo page; `setup(context)` runs before the page
+        opens (routes for test pages)."""
         context = await browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         await context.add_init_script(f"localStorage.setItem('collab.name', {name!r});")
         await context.add_init_script(FRAME_RECORDER)
+        if init_script is not None:
+            await context.add_init_script(init_script)
+        if setup is not None:
+            await setup(context)
         page = await context.new_page()
-        editor = Editor(page, name, doc)
-        editors.append(editor)
-        await page.goto(f"{server.url}/#doc={doc}")
-        await editor.wait_ready()
-        return editor
+        opened = Editor(page, name, doc, editor)
+        editors.append(opened)
+        query = "?editor=textarea" if editor == "textarea" else ""
+        await page.goto(f"{server.url}{path}" if path else f"{server.url}/{query}#doc={doc}")
+        if ready:
+            await opened.wait_ready()
+        return opened
 
     yield open_
     for editor in editors:
@@ -355,7 +444,7 @@ async def _converge(server: Server, doc: str, *editors: Editor) -> str:
     for editor in editors:
         await editor.wait(
             """(rev) => { const c = window.collabDemo.client;
-                const value = document.querySelector('#editor').value;
+                const value = window.collabDemo.shown();
                 return c.rev === rev && !c.pending && value === c.text; }""",
             body["rev"],
         )

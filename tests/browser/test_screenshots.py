@@ -1,4 +1,4 @@
-"""Regenerates docs/img/editors.png and docs/img/history.png from a real server.
+"""Regenerates docs/img/editors.png, history.png and codemirror.png from a real server.
 
     COLLAB_SCREENSHOTS=1 .venv/bin/python -m pytest tests/browser/test_screenshots.py
 
@@ -26,6 +26,17 @@ async def call(editor: Any, js: str) -> None:
     await editor.wait_synced()
 
 
+async def select(editor: Any, needle: str, length: int) -> None:
+    """Selects `length` UTF-16 units from `needle` in the CodeMirror demo page `editor`."""
+    await editor.page.click(".cm-content")
+    await editor.js(
+        """([needle, length]) => { const view = window.collabDemo.view;
+            const at = view.state.doc.toString().indexOf(needle); view.focus();
+            view.dispatch({ selection: { anchor: at, head: at + length } }); }""",
+        [needle, length],
+    )
+
+
 def composite_html(left: bytes, right: bytes) -> str:
     def img(png: bytes) -> str:
         data = base64.b64encode(png).decode()
@@ -44,9 +55,10 @@ def composite_html(left: bytes, right: bytes) -> str:
 async def test_screenshots(make_server: Any, open_editor: Any, browser: Any, converge: Any) -> None:
     server = make_server()
     doc = "welcome"
-    alice = await open_editor(server, doc, "Alice", width=WIDTH, height=HEIGHT)
-    bob = await open_editor(server, doc, "Bob", width=WIDTH, height=HEIGHT)
-    chloe = await open_editor(server, doc, "Chloé", width=WIDTH, height=HEIGHT)
+    alice, bob, chloe = [
+        await open_editor(server, doc, name, width=WIDTH, height=HEIGHT, editor="codemirror")
+        for name in ("Alice", "Bob", "Chloé")
+    ]
 
     await call(alice, "c.insert(0, 'Meeting notes — Friday ☕\\n\\n')")
     await call(
@@ -68,15 +80,6 @@ async def test_screenshots(make_server: Any, open_editor: Any, browser: Any, con
     await converge(server, doc, alice, bob, chloe)
 
     # Alice selects "collab demo", Bob writes at the end of his line, Chloé rests on hers.
-    async def select(editor: Any, needle: str, length: int) -> None:
-        await editor.page.click("#editor")
-        await editor.js(
-            """([needle, length]) => { const t = document.querySelector('#editor');
-                const at = t.value.indexOf(needle); t.focus();
-                t.setSelectionRange(at, at + length); t.dispatchEvent(new Event('select')); }""",
-            [needle, length],
-        )
-
     await select(alice, "collab demo", len("collab demo"))
     await select(chloe, "the whole team", 0)
     await select(bob, "reconnect tests", len("reconnect tests"))
@@ -85,9 +88,9 @@ async def test_screenshots(make_server: Any, open_editor: Any, browser: Any, con
     await converge(server, doc, alice, bob, chloe)
     for editor, others in ((alice, ("Bob", "Chloé")), (bob, ("Alice", "Chloé"))):
         for name in others:
-            await editor.page.locator("#overlay .caret", has_text=name).wait_for(state="attached")
-    await alice.wait("() => document.querySelector('#overlay .sel') === null")
-    await bob.wait("() => document.querySelector('#overlay .sel') !== null")
+            await editor.page.locator(".cm-collab-caret", has_text=name).wait_for(state="attached")
+    await alice.wait("() => document.querySelector('.cm-collab-selection') === null")
+    await bob.wait("() => document.querySelector('.cm-collab-selection') !== null")
 
     OUT.mkdir(parents=True, exist_ok=True)
     shots = [await e.page.screenshot() for e in (alice, bob)]
@@ -105,3 +108,31 @@ async def test_screenshots(make_server: Any, open_editor: Any, browser: Any, con
     )
     await bob.wait("() => document.querySelector('#history-view').dataset.rev === '4'")
     await bob.page.screenshot(path=str(OUT / "history.png"))
+
+
+@pytest.mark.skipif(os.environ.get("COLLAB_SCREENSHOTS") != "1", reason="set COLLAB_SCREENSHOTS=1")
+async def test_codemirror_screenshot(make_server: Any, open_editor: Any, converge: Any) -> None:
+    """docs/img/codemirror.png: the CodeMirror demo with two remote cursors, one selecting."""
+    server = make_server()
+    doc = "welcome"
+    alice, bob, chloe = [
+        await open_editor(server, doc, name, width=WIDTH + 200, height=HEIGHT, editor="codemirror")
+        for name in ("Alice", "Bob", "Chloé")
+    ]
+    await call(
+        alice,
+        "c.insert(0, 'Release notes — collab 0.2\\n\\nEditors\\n"
+        "• CodeMirror 6: remote cursors, local undo\\n• Monaco: the same, with its own stack\\n\\n"
+        'Line endings\\n• "\\\\r\\\\n" stays two characters on every side\\n\\n'
+        "Thanks to everyone who tested it ☕\\n')",
+    )
+    await converge(server, doc, alice, bob, chloe)
+
+    await select(bob, "remote cursors", len("remote cursors"))
+    await select(chloe, "everyone", 0)
+    await select(alice, "Monaco", 0)
+    for name in ("Bob", "Chloé"):
+        await alice.page.locator(".cm-collab-caret", has_text=name).wait_for(state="attached")
+    await alice.wait("() => document.querySelector('.cm-collab-selection') !== null")
+    OUT.mkdir(parents=True, exist_ok=True)
+    await alice.page.screenshot(path=str(OUT / "codemirror.png"))
