@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from collab import ot
+from collab import errors, ot
 from collab.client import (
     ClientError,
     ClientEvent,
@@ -665,3 +666,19 @@ async def test_bad_revision_for_the_pending_op_rebases_it_and_sends_it_again(
         assert "bad_revision" in await errors_of(events)
     finally:
         await alice.close()
+
+
+async def test_the_server_serves_the_js_client_and_every_module_it_imports(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """collab-client.js imports ot-text.js and the generated collab-codes.js by relative URL."""
+    client_js = await app_client.get("/static/collab-client.js")
+    assert client_js.status_code == 200
+    imported = re.findall(r'^import .* from "\./([\w.-]+)";$', client_js.text, re.MULTILINE)
+    assert sorted(imported) == ["collab-codes.js", "ot-text.js"]
+    for name in imported:
+        response = await app_client.get(f"/static/{name}")
+        assert response.status_code == 200
+        assert "javascript" in response.headers["content-type"]
+    codes = await app_client.get("/static/collab-codes.js")
+    assert codes.text == errors.js_module()
