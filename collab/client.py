@@ -352,19 +352,20 @@ class OTClientState:
         if rev != self.rev + 1:
             self._gap("op", rev, fx)
             return
-        s = ot.normalize(frame["op"])
         try:
+            s = ot.normalize(frame["op"])
             self.confirmed = ot.apply(self.confirmed, s)
+            # Every op here is checked and in normal form (normalize above; submit, compose and
+            # transform keep pending and buffer so): the unchecked transform is exact.
             applied = s
             if self.pending is not None:
                 p = self.pending.op
-                self.pending.op, applied = ot.transform(p, s, "left"), ot.transform(s, p, "right")
+                self.pending.op = ot.transform_normal(p, s, "left")
+                applied = ot.transform_normal(s, p, "right")
             if self.buffer is not None:
                 b = self.buffer
-                self.buffer, applied = (
-                    ot.transform(b, applied, "left"),
-                    ot.transform(applied, b, "right"),
-                )
+                self.buffer = ot.transform_normal(b, applied, "left")
+                applied = ot.transform_normal(applied, b, "right")
             self.text = ot.apply(self.text, applied)
         except ot.InvalidOp as error:
             fx.events.append(ClientEvent("error", {"code": "apply_failed", "message": str(error)}))

@@ -152,9 +152,18 @@ def check(op: object, doc_len: int | None = None, *, doc: str | None = None) -> 
 
     pos = 0  # position in the original document
     for index, c in enumerate(op):
-        used = _check_component(index, c)
-        if used == 0:
+        # The common, valid components are recognised by their exact type first (the checks
+        # below run on every op the server and the clients handle); anything else goes through
+        # _check_component, which names the problem.
+        exact = type(c)
+        if exact is int and cast(int, c) > 0:
+            used = cast(int, c)
+        elif exact is str and c and _no_lone_surrogate(cast(str, c)):
             continue
+        else:
+            used = _check_component(index, c)
+            if used == 0:
+                continue
         end = pos + used
         if doc_len is not None and end > doc_len:
             kind = "skip" if isinstance(c, int) else "delete"
@@ -327,11 +336,37 @@ def normalize(op: Op) -> Op:
     concatenate, and a run of deletes holding any counted delete becomes one counted delete.
     A trailing skip is dropped.
     """
+    normal = _as_normal(op)
+    if normal is not op:
+        return normal
+    # Already normal, as nearly every op on the wire is: a copy, no rewriting.
+    return [{"d": c["d"]} if isinstance(c, dict) else c for c in op]
+
+
+def _as_normal(op: Op) -> Op:
+    """``op`` itself if it is in normal form, else its normal form (a new list); raises
+    :class:`InvalidOp` if it is not an op. For callers that only read the result."""
     check(op)
+    if _is_normal(op):
+        return op
     writer = _OpWriter()
     for c in op:
         writer.append(c)
     return writer.finish()
+
+
+def _is_normal(op: Op) -> bool:
+    """Whether a valid op is in normal form: no two neighbours of one kind, no trailing skip.
+
+    A run of deletes is normal only as one delete, so neighbouring deletes of either kind fail.
+    """
+    previous: type | None = None
+    for c in op:
+        kind = type(c)
+        if kind is previous:
+            return False
+        previous = kind
+    return previous is not int
 
 
 def apply(doc: str, op: Op) -> str:
@@ -341,6 +376,46 @@ def apply(doc: str, op: Op) -> str:
     ``doc``, or holds a text delete that does not match ``doc``. The document is sliced into a
     list and joined once, so a small op on a large document costs about two copies of it.
     """
+    if type(op) is not list:
+        check(op, doc=doc)  # raises: not an op
+    parts: list[str] = []
+    pos = 0
+    size = len(doc)
+    # Checked while applied, one pass: the common valid components by their exact type; on
+    # anything else check() names the problem, or (an unusual but valid op) the slow path runs.
+    for c in op:
+        kind = type(c)
+        if kind is int:
+            skip = cast(int, c)
+            if skip <= 0 or pos + skip > size:
+                return _apply_checked(doc, op)
+            parts.append(doc[pos : pos + skip])
+            pos += skip
+        elif kind is str:
+            text = cast(str, c)
+            if not text or not _no_lone_surrogate(text):
+                return _apply_checked(doc, op)
+            parts.append(text)
+        elif kind is dict and len(cast(Delete, c)) == 1 and "d" in cast(Delete, c):
+            d = cast(Delete, c)["d"]
+            if type(d) is int and d > 0 and pos + d <= size:
+                pos += d
+            elif type(d) is str and d and doc.startswith(d, pos) and _no_lone_surrogate(d):
+                pos += len(d)
+            else:
+                return _apply_checked(doc, op)
+        else:
+            return _apply_checked(doc, op)
+    parts.append(doc[pos:])
+    return "".join(parts)
+
+
+def _no_lone_surrogate(text: str) -> bool:
+    return text.isascii() or _LONE_SURROGATE.search(text) is None
+
+
+def _apply_checked(doc: str, op: Op) -> str:
+    """:func:`apply` the plain way: check everything (raising on a bad op), then slice."""
     check(op, doc=doc)
     parts: list[str] = []
     pos = 0
@@ -371,7 +446,7 @@ def transform(op: Op, other: Op, side: Side) -> Op:
     """
     if side not in ("left", "right"):
         raise InvalidOp(f"side must be 'left' or 'right', got {side!r}")
-    return transform_normal(normalize(op), normalize(other), side)
+    return transform_normal(_as_normal(op), _as_normal(other), side)
 
 
 def _merge_into(out: Op, c: Component) -> None:
