@@ -450,8 +450,13 @@ class OTClientState:
             self.peers[client] = Peer(client, p["user"], p["name"], p.get("cursor"), self.rev)
 
     def _move_cursor(self, op: ot.Op) -> None:
-        if self.cursor is not None:
-            self.cursor = {k: ot.transform_position(v, op) for k, v in self.cursor.items()}
+        cursor = self.cursor
+        if cursor is None:
+            return
+        anchor = ot.transform_position(cursor["anchor"], op)
+        same = cursor["head"] == cursor["anchor"]
+        head = anchor if same else ot.transform_position(cursor["head"], op)
+        self.cursor = {"anchor": anchor, "head": head}
 
     def _presence_frames(self) -> list[Frame]:
         if not self._cursor_unsent or self.pending is not None or not self.initialised:

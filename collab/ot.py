@@ -156,10 +156,12 @@ def check(op: object, doc_len: int | None = None, *, doc: str | None = None) -> 
         # below run on every op the server and the clients handle); anything else goes through
         # _check_component, which names the problem.
         exact = type(c)
-        if exact is int and cast(int, c) > 0:
-            used = cast(int, c)
-        elif exact is str and c and _no_lone_surrogate(cast(str, c)):
+        if exact is int and c > 0:
+            used = c
+        elif exact is str and c and _no_lone_surrogate(c):
             continue
+        elif exact is dict and len(c) == 1 and type(c.get("d")) is int and c["d"] > 0:
+            used = c["d"]
         else:
             used = _check_component(index, c)
             if used == 0:
@@ -384,20 +386,17 @@ def apply(doc: str, op: Op) -> str:
     # Checked while applied, one pass: the common valid components by their exact type; on
     # anything else check() names the problem, or (an unusual but valid op) the slow path runs.
     for c in op:
-        kind = type(c)
-        if kind is int:
-            skip = cast(int, c)
-            if skip <= 0 or pos + skip > size:
+        if type(c) is int:
+            if c <= 0 or pos + c > size:
                 return _apply_checked(doc, op)
-            parts.append(doc[pos : pos + skip])
-            pos += skip
-        elif kind is str:
-            text = cast(str, c)
-            if not text or not _no_lone_surrogate(text):
+            parts.append(doc[pos : pos + c])
+            pos += c
+        elif type(c) is str:
+            if not c or not _no_lone_surrogate(c):
                 return _apply_checked(doc, op)
-            parts.append(text)
-        elif kind is dict and len(cast(Delete, c)) == 1 and "d" in cast(Delete, c):
-            d = cast(Delete, c)["d"]
+            parts.append(c)
+        elif type(c) is dict and len(c) == 1 and "d" in c:
+            d = c["d"]
             if type(d) is int and d > 0 and pos + d <= size:
                 pos += d
             elif type(d) is str and d and doc.startswith(d, pos) and _no_lone_surrogate(d):
@@ -456,7 +455,8 @@ def _merge_into(out: Op, c: Component) -> None:
         kind = type(c)
         if kind is type(last):
             if kind is dict:
-                a, b = cast(Delete, last)["d"], cast(Delete, c)["d"]
+                assert isinstance(last, dict) and isinstance(c, dict)
+                a, b = last["d"], c["d"]
                 if type(a) is str and type(b) is str:
                     out[-1] = {"d": a + b}
                 else:
@@ -481,16 +481,16 @@ def extent(op: Op) -> Extent | None:
         return None
     start = span = growth = 0
     for index, c in enumerate(op):
-        kind = type(c)
-        if kind is int:
+        if isinstance(c, int):
             if index:
-                span += cast(int, c)
+                span += c
             else:
-                start = cast(int, c)
-        elif kind is str:
-            growth += len(cast(str, c))
+                start = c
+        elif isinstance(c, str):
+            growth += len(c)
         else:
-            deleted = _delete_len(cast(Delete, c)["d"])
+            d = c["d"]
+            deleted = d if isinstance(d, int) else len(d)
             span += deleted
             growth -= deleted
     return start, span, growth
@@ -551,47 +551,46 @@ def _transform_walk(op: Op, other: Op, side: Side) -> Op:
         if index == count:
             return limit  # past its end an op reads as an endless skip
         c = op[index]
-        kind = type(c)
-        if kind is str:
+        if isinstance(c, str):
             index += 1
             return c
-        if kind is int:
-            rest = cast(int, c) - offset
+        if isinstance(c, int):
+            rest = c - offset
             if rest <= limit:
                 index += 1
                 offset = 0
                 return rest
             offset += limit
             return limit
-        d = cast(Delete, c)["d"]
-        rest = _delete_len(d) - offset
+        d = c["d"]
+        rest = (d if isinstance(d, int) else len(d)) - offset
         if rest <= limit:
-            piece: int | str = (d - offset) if type(d) is int else cast(str, d)[offset:]
+            piece: int | str = (d - offset) if isinstance(d, int) else d[offset:]
             index += 1
             offset = 0
             return {"d": piece}
-        piece = limit if type(d) is int else cast(str, d)[offset : offset + limit]
+        piece = limit if isinstance(d, int) else d[offset : offset + limit]
         offset += limit
         return {"d": piece}
 
     for c in other:
-        kind = type(c)
-        if kind is int:
+        if isinstance(c, int):
             # Keep op's components over the skipped range; its inserts don't use up the skip.
-            remaining = cast(int, c)
+            remaining = c
             while remaining > 0:
                 piece = take(remaining)
                 _merge_into(out, piece)
                 if type(piece) is not str:
                     remaining -= _length(piece)
-        elif kind is str:
+        elif isinstance(c, str):
             # An insert of op at the same spot goes first if op is on the left.
             if left and index < count and type(op[index]) is str:
                 _merge_into(out, take(0))
-            _merge_into(out, len(cast(str, c)))  # step over other's inserted text
+            _merge_into(out, len(c))  # step over other's inserted text
         else:
             # Text other deleted is gone: drop op's skips and deletes there, keep its inserts.
-            remaining = _delete_len(cast(Delete, c)["d"])
+            d = c["d"]
+            remaining = d if isinstance(d, int) else len(d)
             while remaining > 0:
                 piece = take(remaining)
                 if type(piece) is str:
