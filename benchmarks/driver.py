@@ -10,11 +10,12 @@ with the server. Each process talks JSON lines with ``run.py``:
     stdin   {"cmd": "verify", "revs": {doc: rev}}   the final revision of every document
     stdout  {"event": "done", "stats": {...}, "hashes": {doc: [sha1 of each client's text]}}
 
-A full client is a real editor: it keeps its text in sync by OT exactly as SPEC §4 says (a
-pending op and a local buffer transformed over each incoming op, "left" for ours, "right" for
-theirs), so the ops it sends are valid against the server's document and the final texts can
-be compared. Clients type at a cursor; each insert is a token ``[t]`` where ``t`` is
-``time.monotonic_ns() // 1000`` when it was typed. CLOCK_MONOTONIC is system-wide on Linux, so a
+A full client is a real editor: the package's own OT client, :class:`collab.client.OTClientState`
+(the state machine of ``collab.client.CollabClient``, the same steps as the browser client), with
+``collab.ot`` underneath, so the ops it sends are valid against the server's document, the final
+texts can be compared, and the benchmark measures the client users run. Clients type at a
+cursor; each insert is a token ``[t]`` where ``t`` is ``time.monotonic_ns() // 1000`` when it
+was typed. CLOCK_MONOTONIC is system-wide on Linux, so a
 peer in another process reads the latency of a keystroke straight from the op it receives.
 
 With ``full_clients`` in the config (the crowd scenario), only that many clients of the process
@@ -24,7 +25,8 @@ share of the frames they receive. Hundreds of full editors on one document cost 
 generator more CPU than the server (each applies every op), so it could not produce the load.
 
 Two protocol adapters speak to the servers: collab's frames (SPEC §4) and ShareDB's wire
-protocol (``hs`` handshake, ``s`` subscribe, ``op`` with ``v``/``src``/``seq``).
+protocol (``hs`` handshake, ``s`` subscribe, ``op`` with ``v``/``src``/``seq``), which the
+adapter turns into collab's frames for the state machine.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ try:
 except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
     uvloop = None
 
-from fastot import apply, compose, transform, transform_position
 from wsclient import Closed, LeanSocket, connect
+
+from collab import ot
+from collab.client import Frame, OTClientState
 
 # A document grows to about this many characters; then each keystroke also deletes as many
 # characters as it inserts, so the text (and the cost of applying an op) stays bounded.
@@ -113,6 +117,9 @@ def stamps(op: list[Any]) -> Iterator[int]:
 
 
 # -- protocol adapters -----------------------------------------------------------------------
+#
+# Each adapter speaks one server's wire protocol and hands the clients collab's frames (SPEC §4),
+# so one state machine, collab.client.OTClientState, runs the full clients of both servers.
 
 
 class CollabProtocol:
@@ -125,36 +132,17 @@ class CollabProtocol:
     def url(self, doc: str) -> str:
         return f"{self.base_url}/ws/documents/{doc}?token={self.token}"
 
-    async def open(self, ws: LeanSocket, client: Client) -> None:
-        frame = orjson.loads(await ws.recv())
+    async def open(self, ws: LeanSocket, client: Editor) -> Frame:
+        frame: Frame = orjson.loads(await ws.recv())
         if frame.get("type") != "init":
             raise RuntimeError(f"expected init, got {frame!r}")
-        client.text = frame["content"]
-        client.rev = frame["rev"]
+        return frame
 
-    def encode_op(self, client: Client, op: list[Any], seq: int) -> bytes:
-        return orjson.dumps(
-            {"type": "op", "rev": client.rev, "op": op, "src": client.src, "seq": seq}
-        )
+    def encode_op(self, client: Editor, frame: Frame) -> bytes:
+        return orjson.dumps(frame)
 
-    def handle(self, client: Client, raw: str | bytes) -> None:
-        frame = orjson.loads(raw)
-        kind = frame["type"]
-        if kind == "ops":
-            for item in frame["items"]:
-                self._item(client, item)
-        else:
-            self._item(client, frame)
-
-    @staticmethod
-    def _item(client: Client, item: dict[str, Any]) -> None:
-        kind = item["type"]
-        if kind == "op":
-            client.on_remote(item["op"], item["rev"] - 1)
-        elif kind == "ack":
-            client.on_ack(item["seq"], item["rev"])
-        elif kind == "error":
-            client.on_error(item)
+    def handle(self, client: Editor, raw: str | bytes) -> None:
+        client.on_frame(orjson.loads(raw))
 
 
 class ShareDBProtocol:
@@ -168,7 +156,7 @@ class ShareDBProtocol:
     def url(self, doc: str) -> str:
         return self.base_url
 
-    async def open(self, ws: LeanSocket, client: Client) -> None:
+    async def open(self, ws: LeanSocket, client: Editor) -> Frame:
         init = orjson.loads(await ws.recv())  # the legacy "init" the agent sends first
         if init.get("a") != "init":
             raise RuntimeError(f"expected init, got {init!r}")
@@ -187,35 +175,38 @@ class ShareDBProtocol:
         if "error" in reply:
             raise RuntimeError(f"subscribe failed: {reply['error']!r}")
         data = reply["data"]
-        client.text = data["data"]
-        client.rev = data["v"]
+        return {"type": "init", "rev": data["v"], "content": data["data"], "client": client.src}
 
-    def encode_op(self, client: Client, op: list[Any], seq: int) -> bytes:
+    def encode_op(self, client: Editor, frame: Frame) -> bytes:
         return orjson.dumps({
-            "a": "op", "c": self.COLLECTION, "d": client.doc, "v": client.rev,
-            "src": client.src, "seq": seq, "op": op,
+            "a": "op", "c": self.COLLECTION, "d": client.doc, "v": frame["rev"],
+            "src": frame["src"], "seq": frame["seq"], "op": frame["op"],
         })
 
-    def handle(self, client: Client, raw: str | bytes) -> None:
+    def handle(self, client: Editor, raw: str | bytes) -> None:
         message = orjson.loads(raw)
         if message.get("a") != "op":
             return
+        # ShareDB's v is the version an op applies to; collab's rev the one it makes.
         if "error" in message:
-            client.on_error(message)
+            client.on_frame({"type": "error", "code": "sharedb", "message": str(message["error"]),
+                             "seq": message.get("seq")})
         elif "op" in message:
-            client.on_remote(message["op"], message["v"])
+            client.on_frame({"type": "op", "rev": message["v"] + 1, "op": message["op"],
+                             "src": message.get("src", ""), "seq": message.get("seq", 0)})
         elif message.get("src") == client.src:
-            # The ack names the version the op was applied at; the document is one past it.
-            client.on_ack(message["seq"], message["v"] + 1)
+            client.on_frame({"type": "ack", "seq": message["seq"], "rev": message["v"] + 1})
 
 
 Protocol = CollabProtocol | ShareDBProtocol
 
 
-# -- one editor ------------------------------------------------------------------------------
+# -- editors ---------------------------------------------------------------------------------
 
 
-class Client:
+class Editor:
+    """One WebSocket client of the load: connection, reading and sending. Subclasses type."""
+
     full = True
 
     def __init__(self, driver: Driver, doc: str, src: str, seed: int) -> None:
@@ -224,98 +215,32 @@ class Client:
         self.src = src
         self.rng = random.Random(seed)
         self.ws: LeanSocket | None = None
-        self.text = ""
-        self.rev = 0
-        self.seq = 0
-        self.cursor = 0
-        self.pending: list[Any] | None = None
-        self.pending_seq = 0
         self.pending_sent = 0.0
-        self.buffer: list[Any] | None = None
         self.outgoing: bytes | None = None
         self.closed = False
 
-    # -- typing --------------------------------------------------------------------------
+    @property
+    def rev(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def idle(self) -> bool:
+        raise NotImplementedError
 
     def type_one(self) -> None:
-        """One keystroke at the cursor: applied locally, then sent or buffered."""
-        token = f"[{time.monotonic_ns() // 1000}]"
-        length = len(self.text)
-        cursor = min(self.cursor, length)
-        delete = 0
-        if length >= TARGET_LENGTH:
-            delete = len(token)
-            if length - cursor < delete:
-                if self.pending is None and self.buffer is None:
-                    cursor = self.rng.randrange(0, length - delete + 1)
-                else:
-                    delete = 0  # never move the cursor into text that is still in flight
-        op: list[Any] = [cursor, token] if cursor else [token]
-        if delete:
-            op.append({"d": delete})
-        self.text = apply(self.text, op)
-        self.cursor = cursor + len(token)
-        self.driver.typed += self.driver.measuring
-        if self.pending is None:
-            self._send(op)
-        elif self.buffer is None:
-            self.buffer = op
-        else:
-            self.buffer = compose(self.buffer, op)
+        raise NotImplementedError
 
-    def _send(self, op: list[Any]) -> None:
-        self.seq += 1
-        self.pending = op
-        self.pending_seq = self.seq
+    def on_init(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def on_frame(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def _send(self, frame: Frame) -> None:
         self.pending_sent = time.monotonic()
-        self.outgoing = self.driver.protocol.encode_op(self, op, self.seq)
+        self.outgoing = self.driver.protocol.encode_op(self, frame)
 
-    # -- incoming ------------------------------------------------------------------------
-
-    def on_remote(self, op: list[Any], at_rev: int) -> None:
-        driver = self.driver
-        if at_rev != self.rev:
-            if at_rev < self.rev:
-                return  # ShareDB may send an op twice (submit reply and subscription)
-            driver.gaps += 1
-            raise RuntimeError(f"{self.src}: op at {at_rev}, expected {self.rev}")
-        now = time.monotonic()
-        if driver.measure_from <= now < driver.end:
-            driver.deliveries += 1
-            now_us = time.monotonic_ns() // 1000
-            peer = driver.peer
-            for typed in stamps(op):
-                peer.add((now_us - typed) / 1e6)
-        pending = self.pending
-        if pending is not None:
-            op, self.pending = transform(op, pending, "right"), transform(pending, op, "left")
-        buffer = self.buffer
-        if buffer is not None:
-            op, self.buffer = transform(op, buffer, "right"), transform(buffer, op, "left")
-        self.text = apply(self.text, op)
-        self.cursor = transform_position(self.cursor, op)
-        self.rev += 1
-        driver.changed.set()
-
-    def on_ack(self, seq: int, rev: int) -> None:
-        driver = self.driver
-        if self.pending is None or seq != self.pending_seq or rev != self.rev + 1:
-            driver.errors += 1
-            raise RuntimeError(f"{self.src}: unexpected ack {seq}@{rev} at {self.rev}")
-        now = time.monotonic()
-        self.rev = rev
-        self.pending = None
-        driver.changed.set()
-        if driver.measure_from <= now < driver.end:
-            driver.acks += 1
-            driver.ack.add(now - self.pending_sent)
-        if self.buffer is not None:
-            buffer, self.buffer = self.buffer, None
-            self._send(buffer)
-        elif driver.mode == "closed" and driver.start <= now < driver.end:
-            self.type_one()
-
-    def on_error(self, frame: dict[str, Any]) -> None:
+    def on_error(self, frame: Frame) -> None:
         self.driver.errors += 1
         if self.driver.errors <= 5:
             print(f"driver: {self.src}: error {frame!r}", file=sys.stderr)
@@ -325,7 +250,7 @@ class Client:
     async def connect(self) -> None:
         protocol = self.driver.protocol
         self.ws = await connect(protocol.url(self.doc), timeout=60)
-        await protocol.open(self.ws, self)
+        self.on_init(await protocol.open(self.ws, self))
 
     def receive(self, raw: str | bytes) -> None:
         self.driver.protocol.handle(self, raw)
@@ -373,15 +298,100 @@ class Client:
         with contextlib.suppress(Closed):
             self.send_outgoing()
 
+    def text_hash(self) -> str:
+        raise NotImplementedError
+
+
+class Client(Editor):
+    """A full editor: the package's own OT client state machine (collab.client.OTClientState),
+    text kept, every op applied and measured."""
+
+    def __init__(self, driver: Driver, doc: str, src: str, seed: int) -> None:
+        super().__init__(driver, doc, src, seed)
+        self.state = OTClientState(src)
+
+    @property
+    def rev(self) -> int:
+        return self.state.rev
+
     @property
     def idle(self) -> bool:
-        return self.pending is None and self.buffer is None
+        return self.state.pending is None
+
+    def on_init(self, frame: Frame) -> None:
+        self.state.receive({"client": self.src, "peers": [], **frame})
+        # Where this editor types; the state machine moves it over every op (it is never sent:
+        # no presence in the benchmark).
+        self.state.cursor = {"anchor": 0, "head": 0}
+
+    def type_one(self) -> None:
+        """One keystroke at the cursor: applied locally, then sent or buffered."""
+        state = self.state
+        token = f"[{time.monotonic_ns() // 1000}]"
+        length = len(state.text)
+        assert state.cursor is not None
+        cursor = min(state.cursor["head"], length)
+        delete = 0
+        if length >= TARGET_LENGTH:
+            delete = len(token)
+            if length - cursor < delete:
+                if state.pending is None:
+                    cursor = self.rng.randrange(0, length - delete + 1)
+                else:
+                    delete = 0  # never move the cursor into text that is still in flight
+        op: ot.Op = [cursor, token] if cursor else [token]
+        if delete:
+            op.append({"d": delete})
+        frames = state.submit(op)
+        state.cursor = {"anchor": cursor + len(token), "head": cursor + len(token)}
+        self.driver.typed += self.driver.measuring
+        if frames:
+            self._send(frames[0])
+
+    def on_frame(self, frame: Frame) -> None:
+        if frame["type"] == "ops":
+            for item in frame["items"]:
+                self.on_frame(item)
+            return
+        driver = self.driver
+        state = self.state
+        if frame["type"] == "op" and frame["rev"] == state.rev + 1:
+            now = time.monotonic()
+            if driver.measure_from <= now < driver.end:
+                driver.deliveries += 1
+                now_us = time.monotonic_ns() // 1000
+                peer = driver.peer
+                for typed in stamps(frame["op"]):
+                    peer.add((now_us - typed) / 1e6)
+        fx = state.receive(frame)
+        for event in fx.events:
+            if event.kind == "ack":
+                now = time.monotonic()
+                if driver.measure_from <= now < driver.end:
+                    driver.acks += 1
+                    driver.ack.add(now - self.pending_sent)
+            elif event.kind == "error":
+                if event.data.get("code") == "gap":
+                    driver.gaps += 1
+                self.on_error(event.data)
+        if fx.reconnect or fx.history is not None or fx.retry is not None:
+            raise RuntimeError(f"{self.src}: {[e.data for e in fx.events if e.kind == 'error']}")
+        driver.changed.set()
+        if fx.send:
+            self._send(fx.send[0])  # the buffer, after the ack of the op before it
+        elif (
+            state.pending is None
+            and any(e.kind == "ack" for e in fx.events)
+            and driver.mode == "closed"
+            and driver.start <= time.monotonic() < driver.end
+        ):
+            self.type_one()
 
     def text_hash(self) -> str:
-        return hashlib.sha1(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+        return hashlib.sha1(self.state.text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class LightClient(Client):
+class LightClient(Editor):
     """A typist that keeps no text: cheap enough to run hundreds per process on one document.
 
     Its keystrokes are length-preserving replaces inside the first ``seed_length`` characters,
@@ -404,15 +414,21 @@ class LightClient(Client):
         super().__init__(driver, doc, src, seed)
         self.seed_length = seed_length
         self.tokens: list[str] = []
+        self._rev = 0
+        self.seq = 0
+        self.pending: bool = False
 
-    async def connect(self) -> None:
-        await super().connect()
-        self.text = ""
+    @property
+    def rev(self) -> int:
+        return self._rev
+
+    def on_init(self, frame: Frame) -> None:
+        self._rev = frame["rev"]
 
     def type_one(self) -> None:
         token = f"[{time.monotonic_ns() // 1000}]"
         self.driver.typed += self.driver.measuring
-        if self.pending is None:
+        if not self.pending:
             self._send_tokens(token)
         else:
             self.tokens.append(token)
@@ -422,7 +438,10 @@ class LightClient(Client):
         # inserts more than it deletes: still valid, and it only makes the document longer.
         delete = min(len(text), self.seed_length)
         pos = self.rng.randrange(self.seed_length - delete + 1)
-        self._send([pos, text, {"d": delete}] if pos else [text, {"d": delete}])
+        op: ot.Op = [pos, text, {"d": delete}] if pos else [text, {"d": delete}]
+        self.seq += 1
+        self.pending = True
+        self._send({"type": "op", "rev": self._rev, "op": op, "src": self.src, "seq": self.seq})
 
     def receive(self, raw: str | bytes) -> None:
         data = cast(bytes, raw)
@@ -449,11 +468,11 @@ class LightClient(Client):
         ack_at = data.find(_ACK)  # at most one: one op in flight
         if ack_at >= 0:
             seq = int(_NUMBER.match(data, ack_at + len(_ACK))[0])  # type: ignore[index]
-            if self.pending is None or seq != self.pending_seq:
+            if not self.pending or seq != self.seq:
                 driver.errors += 1
                 raise RuntimeError(f"{self.src}: unexpected ack of seq {seq}")
             acked = 1
-        self.rev = last
+        self._rev = last
         now = time.monotonic()
         if driver.measure_from <= now < driver.end:
             driver.deliveries += count - acked
@@ -470,7 +489,7 @@ class LightClient(Client):
                 driver.acks += 1
                 driver.ack.add(now - self.pending_sent)
         if acked:
-            self.pending = None
+            self.pending = False
             if self.tokens:
                 text = "".join(self.tokens)
                 self.tokens = []
@@ -479,7 +498,7 @@ class LightClient(Client):
 
     @property
     def idle(self) -> bool:
-        return self.pending is None and not self.tokens
+        return not self.pending and not self.tokens
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -504,7 +523,7 @@ class Driver:
             raise ValueError("light clients speak collab's protocol and type open-loop only")
         if full_clients is not None and seed_length <= 0:
             raise ValueError("light clients need the length of the document's seed text")
-        self.clients: list[Client] = [
+        self.clients: list[Editor] = [
             Client(self, doc, src, seed * 100_003 + i)
             if full_clients is None or i < full_clients
             else LightClient(self, doc, src, seed * 100_003 + i, seed_length)
@@ -598,7 +617,7 @@ class Driver:
     async def _connect_all(self) -> None:
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-        async def one(client: Client) -> None:
+        async def one(client: Editor) -> None:
             async with gate:
                 for attempt in range(3):
                     try:
@@ -612,13 +631,13 @@ class Driver:
         await asyncio.gather(*(one(c) for c in self.clients))
         self.readers = [asyncio.create_task(c.read_loop()) for c in self.clients]
 
-    async def _closed_start(self, client: Client) -> None:
+    async def _closed_start(self, client: Editor) -> None:
         await asyncio.sleep(max(0.0, self.start - time.monotonic()))
         if not client.closed and client.idle:
             client.type_one()
             await client.flush()
 
-    async def _typist(self, client: Client) -> None:
+    async def _typist(self, client: Editor) -> None:
         """Types ``rate`` keystrokes a second from ``start`` to ``end``, whatever the acks do."""
         interval = 1.0 / self.rate
         due = self.start + client.rng.random() * interval
@@ -641,14 +660,14 @@ class Driver:
                 await asyncio.wait_for(self.changed.wait(), left)
 
     async def _close_all(self) -> None:
-        async def close(client: Client) -> None:
+        async def close(client: Editor) -> None:
             if client.ws is not None:
                 with contextlib.suppress(TimeoutError, Closed, OSError):
                     await asyncio.wait_for(client.ws.close(), 3)
 
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
 
-        async def gated(client: Client) -> None:
+        async def gated(client: Editor) -> None:
             async with gate:
                 await close(client)
 

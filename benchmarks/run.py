@@ -75,13 +75,6 @@ UNTHROTTLED = {
     "COLLAB_DOC_IDLE_SECONDS": "600",
 }
 PROFILE_FORMATS = {".json": ["--format", "speedscope"], ".txt": ["--format", "raw"]}
-# An experiment, not a lever: collab serve with collab.ot.transform swapped for the clients'
-# fastot.transform (same results on normal-form ops, which is all the server passes it), to
-# measure what a faster transform would give the server.
-FAST_TRANSFORM_PATCH = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); import fastot, collab.ot; "
-    "collab.ot.transform = fastot.transform; from collab.cli import main; main(sys.argv[1:])"
-)
 # The crowd document starts with this text, so its light typists can replace inside it (see
 # driver.LightClient); its length is the full clients' TARGET_LENGTH, so they replace too.
 CROWD_SEED = ("The quick brown fox jumps over the lazy dog. " * 50)[:TARGET_LENGTH]
@@ -156,12 +149,8 @@ class Sampler(threading.Thread):
 class Server:
     """A server process under test: ``collab serve`` or ShareDB's ``server.js``."""
 
-    def __init__(
-        self, kind: str, workdir: Path, docs: list[str], env: dict[str, str],
-        fast_transform: bool = False,
-    ) -> None:
+    def __init__(self, kind: str, workdir: Path, docs: list[str], env: dict[str, str]) -> None:
         self.kind = kind
-        self.fast_transform = fast_transform
         self.port = free_port()
         self.workdir = workdir
         self.docs = docs
@@ -178,11 +167,8 @@ class Server:
     def start(self) -> None:
         log_file = self.log_path.open("ab")
         if self.kind == "collab":
-            command = [str(COLLAB)]
-            if self.fast_transform:
-                command = [sys.executable, "-c", FAST_TRANSFORM_PATCH, str(BENCH)]
             self.process = subprocess.Popen(
-                [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                [str(COLLAB), "serve", "--host", "127.0.0.1", "--port", str(self.port),
                  "--log-level", "warning"],
                 env={**os.environ, **self.env}, stdout=log_file, stderr=subprocess.STDOUT,
                 cwd=str(self.workdir),
@@ -513,7 +499,6 @@ class Bench:
             "sizes": asdict(self.sizes),
             "machine": machine(),
             "server_env": self.extra_env,
-            "fast_transform_experiment": args.fast_transform,
             "load_average_before": os.getloadavg(),
         }
 
@@ -527,7 +512,7 @@ class Bench:
         }
         subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
                        cwd=str(self.workdir), capture_output=True)
-        return Server("collab", self.workdir, [], env, self.args.fast_transform)
+        return Server("collab", self.workdir, [], env)
 
     def profile(self, name: str) -> Path | None:
         if not self.args.profile:
@@ -735,9 +720,6 @@ class Bench:
             f"p99 {self.results['history']['p99_ms']:.2f} ms")
 
     def run(self, scenarios: list[str]) -> None:
-        from fastot import self_check
-
-        self_check()  # the clients' OT must agree with collab.ot, or nothing here means much
         if self.args.vs_sharedb and "hot" in scenarios:
             ensure_sharedb()
         try:
@@ -1127,8 +1109,6 @@ def main() -> None:
                         "the crowd; the others are light typists (a large N: all full)")
     parser.add_argument("--per-document", type=int, default=10, metavar="N",
                         help="idle connections per document in the connections scenario")
-    parser.add_argument("--fast-transform", action="store_true",
-                        help="experiment: run collab with the clients' faster transform")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -1149,9 +1129,6 @@ def main() -> None:
         for path in write_plots(bench.results, IMG_DIR):
             log(f"wrote {path.relative_to(ROOT)}")
     print(markdown(bench.results))
-    if args.fast_transform:
-        print("\nExperiment: collab served with collab.ot.transform replaced by "
-              "benchmarks/fastot.transform (not collab as shipped).")
     if bench.results["server_env"]:
         print(f"\nServer environment: {bench.results['server_env']}")
     print(f"\n`{' '.join(['benchmarks/run.py', *sys.argv[1:]])}`, {bench.results['mode']} run, "

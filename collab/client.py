@@ -6,21 +6,37 @@ as python-websockets splits its protocol from its I/O; :class:`CollabClient` run
 flight) or *awaiting_with_buffer* (later edits composed into a buffer, sent on the ack). A remote
 op ``s`` meeting pending ``p``: ``p' = transform(p, s, "left")``, ``s' = transform(s, p,
 "right")``, then ``s'`` against the buffer likewise. The client also keeps the server's text at
-``rev`` (``confirmed``), to check a rebase and to fall back to exactly what the server holds.
+``rev`` (``confirmed``), to check a rebase and to rebase local edits over a text diff when no
+list of ops can be had.
 
-Choices where SPEC leaves room:
+Unacknowledged edits are never dropped on a reconnect; the browser client
+(``static/collab-client.js``) does the same, step for step:
 
-* An ``error`` answering the in-flight op (``invalid_op``, ``bad_revision``, ``read_only``…): the
-  server will never apply it and the buffer was built on it, so both are dropped and the text
-  goes back to ``confirmed`` (event ``reset``); that text is exact, so no reconnect is needed.
-  ``rate_limited`` only delays: the same (src, seq) is resent after a pause.
-* Close 1001 and 1013 reconnect at once, other drops with backoff and jitter, with ``?since=``;
-  ``init.ops`` are applied as remote ops, our in-flight op found there by (src, seq) counts as
-  acked, otherwise it is resent with its (src, seq). 1008 (status ``forbidden``), 4404
-  (``deleted``) and 1009 (``failed``: a resend would be as large) stop the client.
-* An ``init`` without ``ops`` although the revision moved (history too old), or a rebase that
-  does not reproduce the server's text: the server's content wins and unacknowledged edits are
-  dropped (events ``error`` with code ``resync``, then ``reset``).
+* Close 1001 and 1013 reconnect at once, other drops with backoff and jitter, always with
+  ``?since=rev``. The ops listed by ``init`` are applied as remote ops; our in-flight op found
+  there by (src, seq) counts as acked, otherwise it is resent with its (src, seq), so the
+  server applies it once whatever happened to the first copy.
+* An ``init`` without ``ops`` although the revision moved (history too far back for the server
+  to list) asks the I/O layer for ``GET /documents/{id}/history?since=rev`` (``Effects.history``)
+  and rebases over those ops exactly as over ``init.ops``.
+* Only when that history cannot be had (refused, or a revision that went back), or the rebase
+  does not reproduce the server's text, the client falls back: the server's content wins and the
+  pending op and buffer are transformed over the text diff between what we knew of the server
+  and its content now (event ``error`` with code ``resync``, then ``reset``). The in-flight op
+  keeps its (src, seq), so if the server had it after all, it answers with an old ack (below).
+* An ack the stream cannot explain. At a revision we already hold: the server says our op is
+  in its text already, so it is taken out of ours and the buffer is rebased past that (event
+  ``error``, code ``resync``). Beyond the next revision: ops were missed. Either way the client
+  then reconnects with ``since`` to check its text, with a backoff that grows while such
+  surprises repeat, never in a tight loop.
+* ``bad_revision`` answering our in-flight op (its base fell out of the server's rebase
+  window): the ops since ``rev`` are fetched from ``/history`` (``Effects.history``), the op is
+  rebased past them and sent again with its (src, seq). ``rate_limited`` only delays: the same
+  frame is resent after a pause. Other refusals (``invalid_op``, ``read_only``,
+  ``document_too_large``) are final: the server will never apply that op, and the buffer was
+  built on it, so both go and the text goes back to ``confirmed`` (event ``reset``).
+* Close codes come from :mod:`collab.errors`: ``RECONNECT_SOON`` reconnect at once, ``STOP``
+  stop the client (1008 status ``forbidden``, 4404 ``deleted``, others ``failed``).
 * Our cursor goes out as presence only while synchronised: the server reads it at ``rev``.
 """
 
@@ -42,6 +58,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from collab import ot
+from collab.errors import RECONNECT_SOON, STOP, CloseCode, CollabError, ErrorCode
 
 Frame: TypeAlias = dict[str, Any]
 OTState = Literal["synchronised", "awaiting", "awaiting_with_buffer"]
@@ -49,14 +66,16 @@ Status = Literal["connecting", "online", "offline", "closed", "forbidden", "dele
 EventKind = Literal["op", "ack", "reset", "presence", "join", "leave", "error", "status"]
 Auth = Literal["header", "query", "ticket"]
 
-_STOP_CODES: dict[int, Status] = {1008: "forbidden", 1009: "failed", 4404: "deleted"}
+_STOP_STATUS: dict[int, Status] = {CloseCode.POLICY: "forbidden", CloseCode.DELETED: "deleted"}
 _STOP_HTTP: dict[int, Status] = {401: "forbidden", 403: "forbidden", 404: "deleted"}
-_SOON_CODES = frozenset({1001, 1013})
 _TERMINAL: tuple[Status, ...] = ("closed", "forbidden", "deleted", "failed")
+HISTORY_PAGE = 1000  # the most ops GET /history returns at once
 
 
-class ClientError(RuntimeError):
+class ClientError(CollabError):
     """The client cannot do this now (closed, not writable, or stopped by the server)."""
+
+    code = "client"
 
 
 @dataclass(slots=True)
@@ -80,6 +99,16 @@ class Pending:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """Ops the state needs from ``GET /history``: those after ``since``, up to ``until``
+    (``None``: up to the newest). Answer with :meth:`OTClientState.receive_history`, or with
+    :meth:`OTClientState.history_unavailable` if they cannot be had."""
+
+    since: int
+    until: int | None
+
+
 @dataclass(slots=True)
 class Effects:
     """What handling frames asks of the I/O layer."""
@@ -88,6 +117,28 @@ class Effects:
     events: list[ClientEvent] = field(default_factory=list)
     retry: Frame | None = None  # a rate-limited op frame, to resend after a pause
     reconnect: bool = False  # the revisions went wrong: drop the socket, reconnect with since
+    history: HistoryRequest | None = None  # fetch these ops before handling another frame
+
+
+def text_diff(old: str, new: str) -> ot.Op:
+    """One op turning ``old`` into ``new``: the replaced middle between the common prefix and
+    suffix. Deletes carry their text, so the server checks them."""
+    if old == new:
+        return []
+    limit = min(len(old), len(new))
+    prefix = 0
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    removed, inserted = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
+    op: ot.Op = [prefix] if prefix else []
+    if removed:
+        op.append({"d": removed})
+    if inserted:
+        op.append(inserted)
+    return ot.normalize(op)
 
 
 class OTClientState:
@@ -107,6 +158,7 @@ class OTClientState:
         self.peers: dict[str, Peer] = {}
         self.cursor: dict[str, int] | None = None
         self._cursor_unsent = False
+        self._held_init: Frame | None = None  # a reconnect's init, waiting for the history
 
     @property
     def state(self) -> OTState:
@@ -154,7 +206,7 @@ class OTClientState:
         if kind == "ops":
             for item in frame["items"]:
                 if fx.reconnect:
-                    break
+                    break  # the rest arrives again after the reconnect
                 self.receive(item, fx)
         elif kind == "init":
             self._on_init(frame, fx)
@@ -168,42 +220,78 @@ class OTClientState:
             self._on_peer(frame, fx)
         return fx
 
+    def receive_history(self, ops: list[Frame]) -> Effects:
+        """The ops a :class:`HistoryRequest` asked for (``{rev, op, src, seq}``, oldest first)."""
+        fx = Effects()
+        held, self._held_init = self._held_init, None
+        if held is not None:
+            self._catch_up(held, ops, fx)
+            return fx
+        # A refused op: rebase it past what the server holds now, then send it again.
+        self._apply_listed(ops, fx)
+        if fx.reconnect:
+            return fx
+        if self.pending is not None:
+            fx.send.append(self.pending_frame())
+        return fx
+
+    def history_unavailable(self, reason: str, *, final: bool = True) -> Effects:
+        """The history could not be had. ``final`` (refused, not a passing failure): a held init
+        falls back to its content. Otherwise the I/O layer reconnects (``Effects.reconnect``)
+        and the next init decides."""
+        fx = Effects()
+        held, self._held_init = self._held_init, None
+        if held is None or not final:
+            fx.events.append(ClientEvent("error", {"code": "history", "message": reason}))
+            fx.reconnect = True
+            return fx
+        self._resync(held, f"history unavailable ({reason})", self.confirmed, fx)
+        self._online(held, fx)
+        return fx
+
     # -- frames -----------------------------------------------------------------------------
 
     def _on_init(self, frame: Frame, fx: Effects) -> None:
         self.client_id = frame["client"]
         self.access = frame.get("access", "write")
+        self._held_init = None
         if not self.initialised:
             self.initialised = True
             self._reset(frame["content"], frame["rev"], fx)
+        elif "ops" in frame or frame["rev"] == self.rev:
+            self._catch_up(frame, frame.get("ops", []), fx)
+            return
+        elif frame["rev"] > self.rev:
+            # The server did not list the ops since our revision: fetch them, then rebase.
+            self._held_init = frame
+            fx.history = HistoryRequest(self.rev, frame["rev"])
+            return
         else:
-            sends = len(fx.send)
-            for item in frame.get("ops", []):
-                self._on_op(item, fx)
-            del fx.send[sends:]  # what is still pending is sent once, below
-            if fx.reconnect or ("ops" not in frame and frame["rev"] != self.rev):
-                fx.reconnect = False
-                fx.events.append(
-                    ClientEvent(
-                        "error",
-                        {
-                            "code": "resync",
-                            "message": "cannot rebase on the server's revision "
-                            f"{frame['rev']}: unacknowledged local edits are dropped",
-                        },
-                    )
-                )
-                self._reset(frame["content"], frame["rev"], fx)
-            elif self.confirmed != frame["content"]:
-                fx.events.append(
-                    ClientEvent(
-                        "error",
-                        {"code": "resync", "message": "rebased text differs from the server's"},
-                    )
-                )
-                self._reset(frame["content"], frame["rev"], fx)
-            if self.pending is not None:
-                fx.send.append(self.pending_frame())
+            message = f"the server went back from revision {self.rev} to {frame['rev']}"
+            self._resync(frame, message, self.confirmed, fx)
+        self._online(frame, fx)
+
+    def _catch_up(self, frame: Frame, ops: list[Frame], fx: Effects) -> None:
+        """A reconnect's ops (listed by init or fetched): rebase over them, check the text."""
+        self._apply_listed(ops, fx)
+        if fx.reconnect or self.rev != frame["rev"] or self.confirmed != frame["content"]:
+            fx.reconnect = False
+            # The ops did not lead to the server's text: take it, and rebase by diff from
+            # what we last knew of the server (before the ops, if they went wrong midway).
+            self._resync(frame, "rebased text differs from the server's", self.confirmed, fx)
+        self._online(frame, fx)
+
+    def _apply_listed(self, ops: list[Frame], fx: Effects) -> None:
+        sends = len(fx.send)
+        for item in ops:
+            if fx.reconnect:
+                break
+            self._on_op({"type": "op", **item}, fx)
+        del fx.send[sends:]  # what is still pending is sent once, by the caller
+
+    def _online(self, frame: Frame, fx: Effects) -> None:
+        if self.pending is not None:
+            fx.send.append(self.pending_frame())
         self._replace_peers(frame.get("peers", []), fx)
         self._cursor_unsent = self.cursor is not None
         fx.send.extend(self._presence_frames())
@@ -217,6 +305,9 @@ class OTClientState:
     def _on_ack(self, seq: int, rev: int, fx: Effects) -> None:
         if self.pending is None or seq != self.pending.seq:
             return  # a second ack of a resend we already took as acked
+        if rev <= self.rev:
+            self._already_applied(rev, fx)
+            return
         if rev != self.rev + 1:
             self._gap("ack", rev, fx)
             return
@@ -224,11 +315,31 @@ class OTClientState:
         self.rev = rev
         self.pending = None
         fx.events.append(ClientEvent("ack", {"seq": seq, "rev": rev}))
+        self._promote_buffer(fx)
+        fx.send.extend(self._presence_frames())
+
+    def _already_applied(self, rev: int, fx: Effects) -> None:
+        """An ack at a revision we hold as another op: the server says our pending op is in its
+        text (``confirmed``) already, so our text holds it twice. Take it out, keep the buffer,
+        and reconnect to check the text against the server's."""
+        assert self.pending is not None
+        message = f"ack at {rev}, expected {self.rev + 1}: the server had this op already"
+        fx.events.append(ClientEvent("error", {"code": "resync", "message": message}))
+        with_pending = ot.apply(self.confirmed, self.pending.op)
+        undo = text_diff(with_pending, self.confirmed)
+        self.pending = None
+        if self.buffer is not None:
+            self.buffer = ot.transform(self.buffer, undo, "left")
+        self.text = self.confirmed if self.buffer is None else ot.apply(self.confirmed, self.buffer)
+        fx.events.append(ClientEvent("reset", {"rev": self.rev, "text": self.text}))
+        self._promote_buffer(fx)
+        fx.reconnect = True
+
+    def _promote_buffer(self, fx: Effects) -> None:
         if self.buffer is not None:
             self.last_seq += 1
             self.pending, self.buffer = Pending(self.buffer, self.last_seq), None
             fx.send.append(self.pending_frame())
-        fx.send.extend(self._presence_frames())
 
     def _on_op(self, frame: Frame, fx: Effects) -> None:
         rev: int = frame["rev"]
@@ -241,19 +352,20 @@ class OTClientState:
         if rev != self.rev + 1:
             self._gap("op", rev, fx)
             return
-        s = ot.normalize(frame["op"])
         try:
+            s = ot.normalize(frame["op"])
             self.confirmed = ot.apply(self.confirmed, s)
+            # Every op here is checked and in normal form (normalize above; submit, compose and
+            # transform keep pending and buffer so): the unchecked transform is exact.
             applied = s
             if self.pending is not None:
                 p = self.pending.op
-                self.pending.op, applied = ot.transform(p, s, "left"), ot.transform(s, p, "right")
+                self.pending.op = ot.transform_normal(p, s, "left")
+                applied = ot.transform_normal(s, p, "right")
             if self.buffer is not None:
                 b = self.buffer
-                self.buffer, applied = (
-                    ot.transform(b, applied, "left"),
-                    ot.transform(applied, b, "right"),
-                )
+                self.buffer = ot.transform_normal(b, applied, "left")
+                applied = ot.transform_normal(applied, b, "right")
             self.text = ot.apply(self.text, applied)
         except ot.InvalidOp as error:
             fx.events.append(ClientEvent("error", {"code": "apply_failed", "message": str(error)}))
@@ -267,11 +379,16 @@ class OTClientState:
         fx.events.append(ClientEvent("error", dict(frame)))
         if self.pending is None or frame.get("seq") != self.pending.seq:
             return
-        if frame.get("code") == "rate_limited":
+        code = frame.get("code")
+        if code == ErrorCode.RATE_LIMITED:
             fx.retry = self.pending_frame()
-            return
-        # Refused for good, and the buffer was built on it: back to the server's text.
-        self._reset(self.confirmed, self.rev, fx)
+        elif code == ErrorCode.BAD_REVISION:
+            # Its base is outside what the server will rebase: rebase it here, past what the
+            # server holds now, and send it again (same seq: the server never applies it twice).
+            fx.history = HistoryRequest(self.rev, None)
+        else:
+            # Refused for good, and the buffer was built on it: back to the server's text.
+            self._reset(self.confirmed, self.rev, fx)
 
     def _on_peer(self, frame: Frame, fx: Effects) -> None:
         client = frame["client"]
@@ -293,6 +410,32 @@ class OTClientState:
         self.pending = self.buffer = None
         fx.events.append(ClientEvent("reset", {"rev": rev, "text": content}))
 
+    def _resync(self, frame: Frame, why: str, base: str, fx: Effects) -> None:
+        """The fallback: the server's content wins; pending and buffer are transformed over the
+        diff from ``base`` (what we last knew of the server) to it, and kept."""
+        content: str = frame["content"]
+        message = f"{why}: taking the server's text at revision {frame['rev']}"
+        if self.pending is not None:
+            message += " and rebasing unacknowledged edits over the difference"
+        fx.events.append(ClientEvent("error", {"code": "resync", "message": message}))
+        theirs = text_diff(base, content)
+        text = content
+        if self.pending is not None:
+            p = self.pending.op
+            self.pending.op, theirs = (
+                ot.transform(p, theirs, "left"),
+                ot.transform(theirs, p, "right"),
+            )
+            text = ot.apply(text, self.pending.op)
+        if self.buffer is not None:
+            self.buffer = ot.transform(self.buffer, theirs, "left")
+            text = ot.apply(text, self.buffer)
+        self.text, self.confirmed, self.rev = text, content, frame["rev"]
+        if self.pending is not None and not self.pending.op:
+            self.pending = None  # undone by the server's own changes
+            self._promote_buffer(Effects())  # sent by the caller with the pending frame
+        fx.events.append(ClientEvent("reset", {"rev": self.rev, "text": self.text}))
+
     def _replace_peers(self, listed: list[Frame], fx: Effects) -> None:
         current = {p["client"]: p for p in listed if p["client"] != self.client_id}
         for client in list(self.peers):
@@ -307,8 +450,13 @@ class OTClientState:
             self.peers[client] = Peer(client, p["user"], p["name"], p.get("cursor"), self.rev)
 
     def _move_cursor(self, op: ot.Op) -> None:
-        if self.cursor is not None:
-            self.cursor = {k: ot.transform_position(v, op) for k, v in self.cursor.items()}
+        cursor = self.cursor
+        if cursor is None:
+            return
+        anchor = ot.transform_position(cursor["anchor"], op)
+        same = cursor["head"] == cursor["anchor"]
+        head = anchor if same else ot.transform_position(cursor["head"], op)
+        self.cursor = {"anchor": anchor, "head": head}
 
     def _presence_frames(self) -> list[Frame]:
         if not self._cursor_unsent or self.pending is not None or not self.initialised:
@@ -338,6 +486,7 @@ class CollabClient:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queues: list[asyncio.Queue[ClientEvent]] = []
         self._changed = asyncio.Event()
+        self._trouble = 0  # protocol surprises since the last ack: lengthens the backoff
 
     @classmethod
     async def connect(
@@ -486,9 +635,69 @@ class CollabClient:
         self._queue_frames(fx.send)
         for event in fx.events:
             self._emit(event)
+            if event.kind == "ack":
+                self._trouble = 0  # the protocol works again: back to the short backoff
+        if fx.reconnect:
+            self._trouble += 1
         if fx.retry is not None:
             self._spawn(self._resend_later(fx.retry))
         self._notify()
+
+    async def _settle(self, fx: Effects) -> Effects:
+        """Applies ``fx``; while the state asks for history, fetches it and hands it over.
+
+        Frames from the socket wait meanwhile (nobody reads it), as the state requires."""
+        self._apply(fx)
+        while fx.history is not None:
+            request = fx.history
+            if self._trouble:
+                await asyncio.sleep(self._delay(self._trouble))
+            try:
+                ops = await self._history(request)
+            except urllib.error.HTTPError as error:
+                fx = self.core.history_unavailable(f"HTTP {error.code}", final=error.code < 500)
+            except (OSError, ValueError, KeyError) as error:
+                fx = self.core.history_unavailable(str(error), final=False)
+            else:
+                fx = self.core.receive_history(ops)
+            self._apply(fx)
+        return fx
+
+    async def _history(self, request: HistoryRequest) -> list[Frame]:
+        """The ops after ``request.since`` (up to ``until``) from ``GET …/history``, in pages."""
+        scheme, netloc, _, _, _ = urlsplit(self._url)
+        base = f"{ {'ws': 'http', 'wss': 'https'}[scheme] }://{netloc}"
+        path = f"/documents/{quote(self.doc_id, safe='')}/history"
+        headers = {"Authorization": f"Bearer {self._token}"}
+
+        def page(since: int, limit: int) -> Frame:
+            request = urllib.request.Request(
+                f"{base}{path}?since={since}&limit={limit}", headers=headers
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body: Frame = json.load(response)
+                return body
+
+        ops: list[Frame] = []
+        cursor, until = request.since, request.until
+        while until is None or cursor < until:
+            limit = HISTORY_PAGE if until is None else min(HISTORY_PAGE, until - cursor)
+            body = await asyncio.to_thread(page, cursor, limit)
+            items = [
+                o for o in body["ops"] if o["rev"] > cursor and (until is None or o["rev"] <= until)
+            ]
+            if items:
+                ops.extend(items)
+                cursor = items[-1]["rev"]
+            if until is None and body.get("next") is None:
+                break
+            if not items:
+                raise ValueError(f"the history ends at revision {cursor}")
+        return ops
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        return min(self.max_delay, self.min_delay * 2.0**attempt) * random.random()
 
     async def _resend_later(self, frame: Frame) -> None:
         await asyncio.sleep(self.retry_delay * (1 + random.random()))  # rate-limit pause
@@ -520,7 +729,14 @@ class CollabClient:
             raise
         # Frames queued for the old socket are stale: the init handling resends what is pending.
         self._outbox = asyncio.Queue()
-        self._apply(self.core.receive(init))
+        try:
+            fx = await self._settle(self.core.receive(init))
+        except BaseException:
+            await ws.close()
+            raise
+        if fx.reconnect:
+            await ws.close(4000, "history unavailable: reconnecting")
+            raise ClientError("the reconnect could not be completed")
         self._set_status("online")
         return ws
 
@@ -542,18 +758,18 @@ class CollabClient:
     async def _run(self) -> None:
         while self._ws is not None:
             code = await self._serve(self._ws)
-            stop = _STOP_CODES.get(code)
-            if stop is not None or not self._auto_reconnect:
+            if code in STOP or not self._auto_reconnect:
                 self.close_code = code
-                self._set_status(stop or "closed", code=code)
+                ended = _STOP_STATUS.get(code, "failed") if code in STOP else "closed"
+                self._set_status(ended, code=code)
                 return
             self._set_status("offline", code=code)
-            # That connection worked, so start over: at once after 1001/1013, else backed off.
-            attempt = 0 if code in _SOON_CODES else 1
+            # That connection worked, so start over: at once after 1001/1013, else backed off,
+            # and longer while the protocol keeps going wrong (impossible acks, gaps).
+            attempt = max(self._trouble, 0 if code in RECONNECT_SOON else 1)
             self._ws = None
             while self._ws is None:
-                cap = min(self.max_delay, self.min_delay * 2**attempt)
-                await asyncio.sleep(cap * random.random())  # backoff with full jitter
+                await asyncio.sleep(self._delay(attempt))
                 attempt += 1
                 try:
                     self._ws = await self._open()
@@ -575,8 +791,7 @@ class CollabClient:
         writer = asyncio.create_task(self._write(ws, self._outbox))
         try:
             async for message in ws:
-                fx = self.core.receive(json.loads(message))
-                self._apply(fx)
+                fx = await self._settle(self.core.receive(json.loads(message)))
                 if fx.reconnect:
                     await ws.close(4000, "revision gap: reconnecting")
         except ConnectionClosed:

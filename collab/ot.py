@@ -152,9 +152,20 @@ def check(op: object, doc_len: int | None = None, *, doc: str | None = None) -> 
 
     pos = 0  # position in the original document
     for index, c in enumerate(op):
-        used = _check_component(index, c)
-        if used == 0:
+        # The common, valid components are recognised by their exact type first (the checks
+        # below run on every op the server and the clients handle); anything else goes through
+        # _check_component, which names the problem.
+        exact = type(c)
+        if exact is int and c > 0:
+            used = c
+        elif exact is str and c and _no_lone_surrogate(c):
             continue
+        elif exact is dict and len(c) == 1 and type(c.get("d")) is int and c["d"] > 0:
+            used = c["d"]
+        else:
+            used = _check_component(index, c)
+            if used == 0:
+                continue
         end = pos + used
         if doc_len is not None and end > doc_len:
             kind = "skip" if isinstance(c, int) else "delete"
@@ -327,11 +338,37 @@ def normalize(op: Op) -> Op:
     concatenate, and a run of deletes holding any counted delete becomes one counted delete.
     A trailing skip is dropped.
     """
+    normal = _as_normal(op)
+    if normal is not op:
+        return normal
+    # Already normal, as nearly every op on the wire is: a copy, no rewriting.
+    return [{"d": c["d"]} if isinstance(c, dict) else c for c in op]
+
+
+def _as_normal(op: Op) -> Op:
+    """``op`` itself if it is in normal form, else its normal form (a new list); raises
+    :class:`InvalidOp` if it is not an op. For callers that only read the result."""
     check(op)
+    if _is_normal(op):
+        return op
     writer = _OpWriter()
     for c in op:
         writer.append(c)
     return writer.finish()
+
+
+def _is_normal(op: Op) -> bool:
+    """Whether a valid op is in normal form: no two neighbours of one kind, no trailing skip.
+
+    A run of deletes is normal only as one delete, so neighbouring deletes of either kind fail.
+    """
+    previous: type | None = None
+    for c in op:
+        kind = type(c)
+        if kind is previous:
+            return False
+        previous = kind
+    return previous is not int
 
 
 def apply(doc: str, op: Op) -> str:
@@ -341,6 +378,43 @@ def apply(doc: str, op: Op) -> str:
     ``doc``, or holds a text delete that does not match ``doc``. The document is sliced into a
     list and joined once, so a small op on a large document costs about two copies of it.
     """
+    if type(op) is not list:
+        check(op, doc=doc)  # raises: not an op
+    parts: list[str] = []
+    pos = 0
+    size = len(doc)
+    # Checked while applied, one pass: the common valid components by their exact type; on
+    # anything else check() names the problem, or (an unusual but valid op) the slow path runs.
+    for c in op:
+        if type(c) is int:
+            if c <= 0 or pos + c > size:
+                return _apply_checked(doc, op)
+            parts.append(doc[pos : pos + c])
+            pos += c
+        elif type(c) is str:
+            if not c or not _no_lone_surrogate(c):
+                return _apply_checked(doc, op)
+            parts.append(c)
+        elif type(c) is dict and len(c) == 1 and "d" in c:
+            d = c["d"]
+            if type(d) is int and d > 0 and pos + d <= size:
+                pos += d
+            elif type(d) is str and d and doc.startswith(d, pos) and _no_lone_surrogate(d):
+                pos += len(d)
+            else:
+                return _apply_checked(doc, op)
+        else:
+            return _apply_checked(doc, op)
+    parts.append(doc[pos:])
+    return "".join(parts)
+
+
+def _no_lone_surrogate(text: str) -> bool:
+    return text.isascii() or _LONE_SURROGATE.search(text) is None
+
+
+def _apply_checked(doc: str, op: Op) -> str:
+    """:func:`apply` the plain way: check everything (raising on a bad op), then slice."""
     check(op, doc=doc)
     parts: list[str] = []
     pos = 0
@@ -371,7 +445,7 @@ def transform(op: Op, other: Op, side: Side) -> Op:
     """
     if side not in ("left", "right"):
         raise InvalidOp(f"side must be 'left' or 'right', got {side!r}")
-    return transform_normal(normalize(op), normalize(other), side)
+    return transform_normal(_as_normal(op), _as_normal(other), side)
 
 
 def _merge_into(out: Op, c: Component) -> None:
@@ -381,7 +455,8 @@ def _merge_into(out: Op, c: Component) -> None:
         kind = type(c)
         if kind is type(last):
             if kind is dict:
-                a, b = cast(Delete, last)["d"], cast(Delete, c)["d"]
+                assert isinstance(last, dict) and isinstance(c, dict)
+                a, b = last["d"], c["d"]
                 if type(a) is str and type(b) is str:
                     out[-1] = {"d": a + b}
                 else:
@@ -406,16 +481,16 @@ def extent(op: Op) -> Extent | None:
         return None
     start = span = growth = 0
     for index, c in enumerate(op):
-        kind = type(c)
-        if kind is int:
+        if isinstance(c, int):
             if index:
-                span += cast(int, c)
+                span += c
             else:
-                start = cast(int, c)
-        elif kind is str:
-            growth += len(cast(str, c))
+                start = c
+        elif isinstance(c, str):
+            growth += len(c)
         else:
-            deleted = _delete_len(cast(Delete, c)["d"])
+            d = c["d"]
+            deleted = d if isinstance(d, int) else len(d)
             span += deleted
             growth -= deleted
     return start, span, growth
@@ -476,47 +551,46 @@ def _transform_walk(op: Op, other: Op, side: Side) -> Op:
         if index == count:
             return limit  # past its end an op reads as an endless skip
         c = op[index]
-        kind = type(c)
-        if kind is str:
+        if isinstance(c, str):
             index += 1
             return c
-        if kind is int:
-            rest = cast(int, c) - offset
+        if isinstance(c, int):
+            rest = c - offset
             if rest <= limit:
                 index += 1
                 offset = 0
                 return rest
             offset += limit
             return limit
-        d = cast(Delete, c)["d"]
-        rest = _delete_len(d) - offset
+        d = c["d"]
+        rest = (d if isinstance(d, int) else len(d)) - offset
         if rest <= limit:
-            piece: int | str = (d - offset) if type(d) is int else cast(str, d)[offset:]
+            piece: int | str = (d - offset) if isinstance(d, int) else d[offset:]
             index += 1
             offset = 0
             return {"d": piece}
-        piece = limit if type(d) is int else cast(str, d)[offset : offset + limit]
+        piece = limit if isinstance(d, int) else d[offset : offset + limit]
         offset += limit
         return {"d": piece}
 
     for c in other:
-        kind = type(c)
-        if kind is int:
+        if isinstance(c, int):
             # Keep op's components over the skipped range; its inserts don't use up the skip.
-            remaining = cast(int, c)
+            remaining = c
             while remaining > 0:
                 piece = take(remaining)
                 _merge_into(out, piece)
                 if type(piece) is not str:
                     remaining -= _length(piece)
-        elif kind is str:
+        elif isinstance(c, str):
             # An insert of op at the same spot goes first if op is on the left.
             if left and index < count and type(op[index]) is str:
                 _merge_into(out, take(0))
-            _merge_into(out, len(cast(str, c)))  # step over other's inserted text
+            _merge_into(out, len(c))  # step over other's inserted text
         else:
             # Text other deleted is gone: drop op's skips and deletes there, keep its inserts.
-            remaining = _delete_len(cast(Delete, c)["d"])
+            d = c["d"]
+            remaining = d if isinstance(d, int) else len(d)
             while remaining > 0:
                 piece = take(remaining)
                 if type(piece) is str:

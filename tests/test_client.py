@@ -7,17 +7,32 @@ dropped connections, and checks they all converge on the server's text.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.asyncio.client import connect
 
-from collab import ot
-from collab.client import ClientError, Effects, OTClientState
+from collab import errors, ot
+from collab.client import (
+    ClientError,
+    ClientEvent,
+    CollabClient,
+    Effects,
+    HistoryRequest,
+    OTClientState,
+    text_diff,
+)
 from collab.document import DocumentState, Submission
+from tests.support import ServerProcess, auth, recv_json, token
 
 Frame = dict[str, Any]
 
@@ -209,22 +224,88 @@ def test_reconnect_without_ops_at_same_revision_resends() -> None:
     assert state.text == "xabc"
 
 
-def test_reconnect_that_cannot_rebase_takes_the_server_text() -> None:
+def test_reconnect_without_ops_past_our_revision_fetches_the_history_and_rebases() -> None:
+    state = loaded("abc", 2)
+    state.submit([3, "!"])  # seq 1, in flight
+    state.submit(["<"])  # buffered
+    fx = state.receive(init("XYabc", 4))  # no ops: too far back for the server to list
+    assert fx.history == HistoryRequest(2, 4)
+    assert fx.send == [] and state.text == "<abc!"  # nothing changes until the ops are in
+    fx = state.receive_history([{"rev": 3, "op": ["X"], "src": "o", "seq": 1},
+                                {"rev": 4, "op": [1, "Y"], "src": "o", "seq": 2}])
+    assert "error" not in kinds(fx)
+    assert fx.send == [{"type": "op", "rev": 4, "op": [5, "!"], "src": "src-a", "seq": 1}]
+    assert (state.text, state.confirmed, state.rev) == ("<XYabc!", "XYabc", 4)
+
+
+def test_fetched_history_holding_our_op_counts_as_its_ack() -> None:
+    state = loaded("abc", 2)
+    state.submit([3, "!"])
+    state.submit(["<"])
+    state.receive(init("abc!", 3))
+    fx = state.receive_history([{"rev": 3, "op": [3, "!"], "src": "src-a", "seq": 1}])
+    assert fx.send == [{"type": "op", "rev": 3, "op": ["<"], "src": "src-a", "seq": 2}]
+    assert (state.text, state.confirmed) == ("<abc!", "abc!")
+
+
+def test_history_unavailable_keeps_the_edits_rebased_over_the_text_diff() -> None:
+    state = loaded("abc", 2)
+    state.submit([3, "!"])
+    state.submit(["<"])
+    state.receive(init("abZc", 9))
+    fx = state.history_unavailable("HTTP 404")
+    assert [e.data.get("code") for e in fx.events if e.kind == "error"] == ["resync"]
+    assert (state.text, state.confirmed, state.rev) == ("<abZc!", "abZc", 9)
+    # The in-flight op keeps its seq, so the server can tell if it had it already.
+    assert fx.send == [{"type": "op", "rev": 9, "op": [4, "!"], "src": "src-a", "seq": 1}]
+
+
+def test_a_passing_history_failure_reconnects_instead_of_guessing() -> None:
     state = loaded("abc", 2)
     state.submit(["x"])
-    fx = state.receive(init("server text", 9))  # no ops: the history was too far back
-    assert [e.data.get("code") for e in fx.events if e.kind == "error"] == ["resync"]
-    assert (state.text, state.rev, state.state, fx.send) == ("server text", 9, "synchronised", [])
+    state.receive(init("abcdef", 9))
+    fx = state.history_unavailable("connection refused", final=False)
+    assert fx.reconnect and (state.text, state.rev) == ("xabc", 2)
+
+
+def test_ack_at_a_revision_we_hold_takes_our_op_out_and_keeps_the_buffer() -> None:
+    """The server says our op is in its text already (e.g. after a diff resync): the second
+    copy goes, the buffer stays, and the client reconnects to check instead of looping."""
+    state = loaded("abc", 2)
+    state.submit([3, "!"])  # seq 1
+    state.receive(remote(3, [3, "!"], src="o"))  # what the server has, as another op
+    state.submit(["<"])
+    assert state.text == "<abc!!"
+    fx = state.receive(ack(1, 3))
+    assert [e.data["code"] for e in fx.events if e.kind == "error"] == ["resync"]
+    assert fx.reconnect
+    assert (state.text, state.confirmed) == ("<abc!", "abc!")
+    assert fx.send == [{"type": "op", "rev": 3, "op": ["<"], "src": "src-a", "seq": 2}]
+
+
+def test_bad_revision_for_our_op_fetches_the_history_and_resends_it() -> None:
+    state = loaded("abc", 2)
+    state.submit([3, "!"])
+    state.receive(remote(3, ["X"]))
+    error = {"type": "error", "code": "bad_revision", "message": "too old", "seq": 1}
+    fx = state.receive(error)
+    assert fx.history == HistoryRequest(3, None) and fx.send == []
+    assert state.text == "Xabc!"  # never dropped
+    fx = state.receive_history([{"rev": 3, "op": ["X"], "src": "o", "seq": 1},
+                                {"rev": 4, "op": ["Y"], "src": "o", "seq": 2}])
+    assert fx.send == [{"type": "op", "rev": 4, "op": [5, "!"], "src": "src-a", "seq": 1}]
+    assert (state.text, state.confirmed) == ("YXabc!", "YXabc")
 
 
 def test_reconnect_whose_rebase_disagrees_with_the_content_takes_the_server_text() -> None:
     state = loaded("abc", 2)
+    state.submit(["x"])
     fx = state.receive(init("abcX", 3, ops=[{"rev": 3, "op": ["Y"], "src": "o", "seq": 1}]))
     assert "error" in kinds(fx)
-    assert (state.text, state.rev) == ("abcX", 3)
+    assert (state.text, state.rev, state.confirmed) == ("xabcX", 3, "abcX")
 
 
-def test_error_answering_the_pending_op_drops_it_and_the_buffer() -> None:
+def test_a_final_refusal_of_the_pending_op_drops_it_and_the_buffer() -> None:
     state = loaded("abc", 2)
     state.submit(["x"])
     state.submit(["y"])
@@ -338,7 +419,7 @@ def edit_op(text: str, where: int, what: str, delete: bool) -> ot.Op:
 
 
 step = st.tuples(
-    st.sampled_from(["edit", "up", "down", "down_batch", "drop", "drop_after_up"]),
+    st.sampled_from(["edit", "up", "down", "down_batch", "drop", "drop_after_up", "drop_unlisted"]),
     st.integers(0, 1),
     st.integers(0, 50),
     st.text("abcé😀", max_size=3),
@@ -377,6 +458,20 @@ def test_clients_and_server_converge(steps: list[tuple[str, int, int, str, bool]
             server.up[who].clear()
             server.down[who].clear()
             run_client(server, states, who, state.receive(server.init(who, state.rev)))
+        elif action == "drop_unlisted":
+            # As above, but the init lists no ops (history too far back for the server): the
+            # client asks for them, as from GET /history, and rebases over them.
+            server.up[who].clear()
+            server.down[who].clear()
+            frame = server.init(who, None)
+            fx = state.receive(frame)
+            if fx.history is not None:
+                assert fx.history == HistoryRequest(state.rev, frame["rev"])
+                held = server.doc.recent_ops(state.rev) or []
+                listed = [{"rev": s.rev, "op": s.op, "src": s.src, "seq": s.seq} for s in held]
+                fx = state.receive_history(listed)
+            assert not [e for e in fx.events if e.kind == "error"], fx.events
+            run_client(server, states, who, fx)
 
     while any(server.up) or any(server.down):
         for who, state in enumerate(states):
@@ -392,3 +487,198 @@ def test_clients_and_server_converge(steps: list[tuple[str, int, int, str, bool]
     for state in states:
         seqs = [s.seq for s in server.doc.recent_ops(0) or [] if s.src == state.src]
         assert seqs == list(range(1, len(seqs) + 1))
+
+
+@given(st.text("ab😀", max_size=8), st.text("ab😀", max_size=8))
+def test_text_diff_turns_one_text_into_the_other(old: str, new: str) -> None:
+    op = text_diff(old, new)
+    assert ot.apply(old, op) == new
+    assert op == ot.normalize(op)
+
+
+# -- against a real server, behind a network that fails -----------------------------------------
+
+
+class Proxy:
+    """A TCP proxy in front of a server: a network that can be cut, or stall one way."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._listener: asyncio.Server | None = None
+        self._links: list[asyncio.StreamWriter] = []
+        self._upstream = asyncio.Event()
+        self._upstream.set()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._listener = await asyncio.start_server(
+            self._link, "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        """Drops every connection and refuses new ones (until :meth:`start`)."""
+        assert self._listener is not None
+        self._listener.close()
+        for writer in self._links:
+            writer.transport.abort()
+        self._links.clear()
+
+    def stall_upstream(self) -> None:
+        self._upstream.clear()
+
+    def resume_upstream(self) -> None:
+        self._upstream.set()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._links += [writer, server_writer]
+        await asyncio.gather(
+            self._pipe(reader, server_writer, self._upstream),
+            self._pipe(server_reader, writer, None),
+            return_exceptions=True,
+        )
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event | None
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if gate is not None:
+                    await gate.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+
+
+@pytest.fixture
+async def proxy(server: ServerProcess) -> AsyncIterator[Proxy]:
+    proxy = Proxy(server.port)
+    await proxy.start()
+    yield proxy
+    proxy.cut()
+
+
+async def server_text(server: ServerProcess, doc: str) -> str:
+    async with httpx.AsyncClient(base_url=server.base_url, headers=auth()) as http:
+        response = await http.get(f"/documents/{doc}")
+        content: str = response.json()["content"]
+        return content
+
+
+async def type_many(server: ServerProcess, doc: str, count: int) -> None:
+    """``count`` ops from another editor, pipelined on one raw socket at the right revisions."""
+    headers = {"Authorization": f"Bearer {token('bob')}"}
+    async with connect(server.ws_url(doc), additional_headers=headers, max_size=None) as ws:
+        rev = (await recv_json(ws))["rev"]
+
+        async def read_acks() -> None:
+            while True:
+                frame = json.loads(await ws.recv())
+                items = frame["items"] if frame["type"] == "ops" else [frame]
+                assert all(item["type"] != "error" for item in items), items
+                if any(item["type"] == "ack" and item["seq"] == count for item in items):
+                    return
+
+        reader = asyncio.create_task(read_acks())
+        for i in range(count):
+            await ws.send(json.dumps({"type": "op", "rev": rev + i, "op": ["b"], "src": "bob",
+                                      "seq": i + 1}))
+        async with asyncio.timeout(120):
+            await reader
+
+
+async def errors_of(events: asyncio.Queue[ClientEvent]) -> list[str]:
+    codes = []
+    while not events.empty():
+        event = events.get_nowait()
+        if event.kind == "error":
+            codes.append(event.data["code"])
+    return codes
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory(COLLAB_OPS_PER_SECOND="1000000", COLLAB_OPS_BURST="1000000",
+                          COLLAB_SEND_QUEUE_LIMIT="100000", COLLAB_MAX_REBASE_OPS="2")
+
+
+async def test_reconnect_whose_init_lists_no_ops_rebases_over_the_fetched_history(
+    server: ServerProcess, proxy: Proxy
+) -> None:
+    doc = "far-behind"
+    alice = await CollabClient.connect(proxy.base_url, doc, token("alice"))
+    alice.min_delay, alice.max_delay = 0.02, 0.2
+    try:
+        alice.insert(0, "one two")
+        await alice.wait_synced()
+        since = alice.rev
+        events = alice.subscribe()
+        proxy.cut()
+        async with asyncio.timeout(10):
+            while alice.status == "online":
+                await events.get()
+        alice.insert(0, "<")  # in flight when the socket went (never reached the server)
+        alice.insert(len(alice.text), ">")  # buffered
+        await type_many(server, doc, 10_001)
+        # The premise: the server no longer lists the ops since alice's revision in its init.
+        headers = {"Authorization": f"Bearer {token('carol')}"}
+        async with connect(server.ws_url(doc, since=since), additional_headers=headers) as ws:
+            assert "ops" not in await recv_json(ws)
+
+        await proxy.start()
+        await alice.wait_synced(timeout=60)
+        expected = "<" + "b" * 10_001 + "one two>"
+        assert alice.text == expected
+        assert await server_text(server, doc) == expected
+        assert alice.rev == since + 10_003
+        assert "resync" not in await errors_of(events)
+    finally:
+        await alice.close()
+
+
+async def test_bad_revision_for_the_pending_op_rebases_it_and_sends_it_again(
+    server: ServerProcess, proxy: Proxy
+) -> None:
+    """COLLAB_MAX_REBASE_OPS=2: an op that reaches the server 3 revisions late is refused."""
+    doc = "late-op"
+    alice = await CollabClient.connect(proxy.base_url, doc, token("alice"))
+    try:
+        alice.insert(0, "abc")
+        await alice.wait_synced()
+        events = alice.subscribe()
+        proxy.stall_upstream()
+        alice.insert(3, "!")  # sent at rev 1, held by the network
+        async with httpx.AsyncClient(base_url=server.base_url, headers=auth("bob")) as http:
+            for rev in (1, 2, 3):
+                response = await http.post(f"/documents/{doc}/ops", json={"rev": rev, "op": ["x"]})
+                assert response.status_code == 200, response.text
+        await alice.wait_rev(4)
+        proxy.resume_upstream()
+        await alice.wait_synced()
+        assert alice.text == await server_text(server, doc) == "xxxabc!"
+        assert "bad_revision" in await errors_of(events)
+    finally:
+        await alice.close()
+
+
+async def test_the_server_serves_the_js_client_and_every_module_it_imports(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """collab-client.js imports ot-text.js and the generated collab-codes.js by relative URL."""
+    client_js = await app_client.get("/static/collab-client.js")
+    assert client_js.status_code == 200
+    imported = re.findall(r'^import .* from "\./([\w.-]+)";$', client_js.text, re.MULTILINE)
+    assert sorted(imported) == ["collab-codes.js", "ot-text.js"]
+    for name in imported:
+        response = await app_client.get(f"/static/{name}")
+        assert response.status_code == 200
+        assert "javascript" in response.headers["content-type"]
+    codes = await app_client.get("/static/collab-codes.js")
+    assert codes.text == errors.js_module()

@@ -1,6 +1,7 @@
 /**
  * collab-client.js: the browser client of collab (SPEC sections 2 to 5). A dependency-free ES
- * module, served at /static/collab-client.js next to the OT type it imports (./ot-text.js).
+ * module, served at /static/collab-client.js next to the modules it imports (./ot-text.js, the OT
+ * type, and ./collab-codes.js, the error and close codes).
  *
  *   import { connect, bindTextarea } from "/static/collab-client.js";
  *
@@ -64,27 +65,49 @@
  *     and keeps it across reconnects so the server can deduplicate a resend).
  *   - Deletes are sent in the invertible form {d: "text"}, so the server checks them and the
  *     history shows what was removed.
- *   - Reconnect (close 1001, 1013, network drops): backoff with jitter, then ?since=rev. If the
- *     init lists `ops`, they are applied like remote ops and our in-flight op, recognised by
- *     (src, seq), counts as acked; otherwise the in-flight op is resent with its (src, seq).
- *     If init has no `ops` although rev moved on, the client does not guess: it fetches the
- *     missing ops from GET /documents/{doc}/history and rebases over them (frames arriving
- *     meanwhile wait). If even that fails, it drops the socket and retries later; pending edits
- *     are never thrown away and never applied twice.
- *   - Close 1008 (token expired or revoked) and 4404 (document deleted) stop the client; 1009
- *     (frame too large) too, since resending the same op would fail the same way.
+ *   - Close codes and error codes come from ./collab-codes.js, generated from the server's
+ *     collab/errors.py (`python -m collab.errors`): one table for the server, the Python client
+ *     (collab/client.py, the same state machine step for step) and this one.
+ *   - Reconnect (codes in RECONNECT_SOON at once, network drops and others with backoff and
+ *     jitter), then ?since=rev. Unacknowledged edits are never thrown away:
+ *     · If the init lists `ops`, they are applied like remote ops and our in-flight op,
+ *       recognised by (src, seq), counts as acked; otherwise the in-flight op is resent with its
+ *       (src, seq), so the server applies it once whatever happened to the first copy.
+ *     · If init has no `ops` although rev moved on (too far back for the server to list), the
+ *       client fetches the missing ops from GET /documents/{doc}/history and rebases over them
+ *       (frames arriving meanwhile wait). A failed fetch (network, 5xx) drops the socket and
+ *       retries later.
+ *     · Only if the history is refused (4xx), the revision went back, or the rebase does not
+ *       reproduce the server's text, the server's content wins and the in-flight op and buffer
+ *       are rebased over the text diff (error event code "resync"); the in-flight op keeps its
+ *       (src, seq).
+ *   - An ack the stream cannot explain: at a revision we already hold, the server says our op
+ *     is in its text already (e.g. after a resync by diff), so it is taken out of ours, the
+ *     buffer kept (error "resync"); beyond the next revision, ops were missed (error "gap").
+ *     Either way the client reconnects to check, with a backoff that grows while such surprises
+ *     repeat, never in a tight loop.
+ *   - bad_revision for the in-flight op (its base is outside what the server will rebase): the
+ *     ops since rev are fetched from /history, the op rebased past them and sent again with its
+ *     (src, seq). rate_limited: the same frame again after a pause. Other refusals of the op
+ *     (invalid_op, read_only, document_too_large) are final: the client reloads the server's
+ *     text.
+ *   - Codes in STOP stop the client: 1008 (token expired or revoked, reason "auth"), 4404
+ *     (document deleted, "deleted"), 1009 (frame too large, "too-large": resending the same op
+ *     would fail the same way), others ("stopped").
  *   - Presence is sent only when no local op is pending (as ShareDB does), because the server
  *     reads the cursor at the given rev; it goes out as soon as the pending ops are acked.
  */
 
 import * as ot from "./ot-text.js";
+import { CLOSE_CODES, ERROR_CODES, RECONNECT_SOON, STOP } from "./collab-codes.js";
 
 export { ot };
 
-const STOP_CODES = new Map([
-  [1008, "auth"],
-  [1009, "too-large"],
-  [4404, "deleted"],
+// The `reason` a stopped client reports, by close code (any other code in STOP: "stopped").
+const STOP_REASONS = new Map([
+  [CLOSE_CODES.POLICY, "auth"],
+  [CLOSE_CODES.TOO_LARGE, "too-large"],
+  [CLOSE_CODES.DELETED, "deleted"],
 ]);
 
 const randomId = () => {
@@ -143,7 +166,7 @@ export class CollabClient extends EventTarget {
     this._seq = 0;
     this._inflight = null; // {op, seq, rev}
     this._buffer = null; // op
-    this._dupCheckRev = null; // see _resyncByDiff
+    this._trouble = 0; // protocol surprises (impossible acks, gaps) since the last good ack
     this._initialised = false; // an init has been processed at least once
     this._ws = null;
     this._online = false; // init processed on the current socket
@@ -393,14 +416,16 @@ export class CollabClient extends EventTarget {
     this._paused = null;
     this._dropPeers();
     if (this._closed) return;
-    const stop = STOP_CODES.get(code);
+    const stop = STOP.includes(code) ? (STOP_REASONS.get(code) ?? "stopped") : null;
     if (stop === "deleted") {
       this._emit("deleted", {});
       this._stop("deleted", reason || "document deleted", code);
     } else if (stop) {
       this._stop(stop, reason || `closed with ${code}`, code);
     } else {
-      if (wasOnline) this._attempt = 0;
+      // That connection worked: start over at once after 1001/1013, with a short backoff after
+      // other drops, and longer while the protocol keeps going wrong.
+      if (wasOnline) this._attempt = Math.max(this._trouble, RECONNECT_SOON.includes(code) ? 0 : 1);
       this._scheduleReconnect(undefined, code, reason);
     }
   }
@@ -565,18 +590,23 @@ export class CollabClient extends EventTarget {
     }
   }
 
+  /** The ops after `since` up to `until` (null: up to the newest) from GET …/history. */
   async _fetchOps(since, until) {
     const ops = [];
     let cursor = since;
-    while (cursor < until) {
+    while (until === null || cursor < until) {
+      const limit = until === null ? 1000 : Math.min(1000, until - cursor);
       const page = await this._http(
         "GET",
-        `/documents/${encodeURIComponent(this.doc)}/history?since=${cursor}&limit=${Math.min(1000, until - cursor)}`,
+        `/documents/${encodeURIComponent(this.doc)}/history?since=${cursor}&limit=${limit}`,
       );
-      const items = (page?.ops ?? []).filter((o) => o.rev > cursor && o.rev <= until);
+      const items = (page?.ops ?? []).filter((o) => o.rev > cursor && (until === null || o.rev <= until));
+      if (items.length) {
+        ops.push(...items);
+        cursor = items[items.length - 1].rev;
+      }
+      if (until === null && page?.next == null) break;
       if (items.length === 0) throw new Error("history ended early");
-      ops.push(...items);
-      cursor = items[items.length - 1].rev;
     }
     return ops;
   }
@@ -601,34 +631,41 @@ export class CollabClient extends EventTarget {
 
   /**
    * Last resort when the ops between our revision and the server's cannot be had: the server's
-   * content wins, and our pending edits are rebased over the text diff between what we last knew
-   * of the server and its content now. Our in-flight op keeps its (src, seq): if the server had
-   * committed it already, it acks at an old revision and we reload (see _onAck).
+   * content wins, and our in-flight op and buffer are rebased over the text diff between what
+   * we last knew of the server and its content now. The in-flight op keeps its (src, seq): if
+   * the server had committed it already, it acks at an old revision (see _alreadyApplied).
    */
   _resyncByDiff(frame) {
     const base = this._serverText() ?? "";
-    let pending = this._inflight ? this._inflight.op : null;
-    if (this._buffer) pending = pending ? ot.compose(pending, this._buffer) : this._buffer;
-    const theirs = ot.diffOp(base, frame.content);
-    let mine = null;
-    if (pending) {
-      try {
-        mine = ot.makeInvertible(ot.transform(ot.stripInvertible(pending), theirs, "left"), frame.content);
-      } catch {
-        mine = null;
-      }
+    let theirs = ot.diffOp(base, frame.content);
+    let mine = this._inflight ? ot.stripInvertible(this._inflight.op) : null;
+    let later = this._buffer ? ot.stripInvertible(this._buffer) : null;
+    try {
+      if (mine) [mine, theirs] = [ot.transform(mine, theirs, "left"), ot.transform(theirs, mine, "right")];
+      if (later) later = ot.transform(later, theirs, "left");
+    } catch {
+      mine = later = null;
     }
+    this._emit("error", {
+      code: "resync",
+      message: `taking the server's text at revision ${frame.rev}; unacknowledged edits rebased over the difference`,
+    });
+    const seq = this._inflight?.seq;
     this._history.clear();
     this._resetText(frame.content, frame.rev);
+    this._inflight = null;
     this._buffer = null;
-    if (mine && !ot.isNoop(mine)) {
-      const seq = this._inflight ? this._inflight.seq : ++this._seq;
-      this.text = ot.apply(this.text, mine);
-      this._emitChange(frame.content, mine, { reset: true });
-      this._inflight = { op: mine, seq, rev: this.rev };
-      this._dupCheckRev = this.rev;
-    } else {
-      this._inflight = null;
+    for (const op of [mine, later]) {
+      if (!op || ot.isNoop(op)) continue;
+      const before = this.text;
+      const invertible = ot.makeInvertible(op, before);
+      this.text = ot.apply(before, invertible);
+      this._emitChange(before, invertible, { reset: true });
+      if (this._inflight === null) {
+        this._inflight = { op: invertible, seq: op === mine && seq !== undefined ? seq : ++this._seq, rev: this.rev };
+      } else {
+        this._buffer = invertible;
+      }
     }
     this._goOnline(frame);
   }
@@ -683,18 +720,17 @@ export class CollabClient extends EventTarget {
       if (!quiet) this._emit("error", { code: "unexpected_ack", message: `ack for seq ${frame.seq}` });
       return;
     }
-    if (this._dupCheckRev !== null && frame.rev <= this._dupCheckRev) {
-      // Resent after a resync, and the server already had it: our text holds it twice.
-      this._dupCheckRev = null;
-      this._inflight = null;
-      this._emit("error", { code: "resync", message: "resent op was already committed; reloading" });
-      this._reloadFromServer();
+    if (frame.rev <= this.rev) {
+      this._alreadyApplied(frame.rev);
       return;
     }
-    this._dupCheckRev = null;
     if (frame.rev !== this.rev + 1) {
       this._emit("error", { code: "gap", message: `ack rev ${frame.rev}, expected ${this.rev + 1}` });
+      this._trouble++;
+      this._reconnectNow("gap in revisions");
+      return;
     }
+    this._trouble = 0;
     this._inflight = null;
     this._advance(frame.rev, ot.stripInvertible(p.op));
     this._emit("ack", { seq: frame.seq, rev: frame.rev });
@@ -705,6 +741,63 @@ export class CollabClient extends EventTarget {
     } else {
       this._schedulePresence();
     }
+  }
+
+  /**
+   * An ack at a revision we hold as another op: the server says our in-flight op is in its text
+   * already (e.g. it had it before a resync by diff), so our text holds it twice. Take it out,
+   * keep the buffer, then reconnect (with a growing backoff) to check our text against the
+   * server's, instead of looping.
+   */
+  _alreadyApplied(rev) {
+    this._emit("error", {
+      code: "resync",
+      message: `ack rev ${rev}, expected ${this.rev + 1}: the server had this op already`,
+    });
+    const server = this._serverText();
+    if (server !== null) {
+      const undo = ot.diffOp(ot.apply(server, this._inflight.op), server);
+      let buffer = null;
+      try {
+        if (this._buffer) buffer = ot.makeInvertible(ot.transform(ot.stripInvertible(this._buffer), undo, "left"), server);
+      } catch {
+        buffer = null;
+      }
+      this._inflight = null;
+      this._buffer = null;
+      const before = this.text;
+      this.text = buffer ? ot.apply(server, buffer) : server;
+      if (before !== this.text) {
+        const op = ot.diffOp(before, this.text);
+        if (this._cursor) this._cursor = ot.transformSelection(this._cursor, op);
+        this._emitChange(before, op, { reset: true });
+      }
+      if (buffer && !ot.isNoop(buffer)) this._inflight = { op: buffer, seq: ++this._seq, rev: this.rev };
+    }
+    this._trouble++;
+    this._reconnectNow("impossible ack");
+  }
+
+  /** Fetches the ops since our revision and rebases the in-flight op past them, then resends. */
+  _rebaseFromHistory() {
+    if (this._paused) return;
+    const ws = this._ws;
+    this._paused = [];
+    this._fetchOps(this.rev, null).then(
+      (ops) => {
+        const queued = this._paused;
+        this._paused = null;
+        if (queued === null || ws !== this._ws) return; // reconnected meanwhile: init resends
+        this._rebase(ops);
+        this._sendInflight();
+        for (const f of queued) this._receive(f);
+      },
+      () => {
+        if (this._paused === null) return;
+        this._paused = null;
+        this._reconnectNow("history fetch failed"); // the reconnect resends the op
+      },
+    );
   }
 
   _reloadFromServer() {
@@ -723,6 +816,7 @@ export class CollabClient extends EventTarget {
     if (frame.rev <= this.rev) return; // seen already
     if (frame.rev !== this.rev + 1) {
       this._emit("error", { code: "gap", message: `op rev ${frame.rev}, expected ${this.rev + 1}` });
+      this._trouble++;
       this._reconnectNow("gap in revisions");
       return;
     }
@@ -755,13 +849,20 @@ export class CollabClient extends EventTarget {
   _onError(frame) {
     this._emit("error", { code: frame.code, message: frame.message, seq: frame.seq });
     if (frame.seq == null || !this._inflight || frame.seq !== this._inflight.seq) return;
-    if (frame.code === "rate_limited") {
+    if (frame.code === ERROR_CODES.RATE_LIMITED) {
       // Same (src, seq) again a little later: the server never applies it twice.
       setTimeout(() => this._sendInflight(), 500 + Math.random() * 500);
       return;
     }
-    // The op was refused (invalid_op, read_only, bad_revision…): our text holds an edit the
-    // server will never have. Take the server's text again.
+    if (frame.code === ERROR_CODES.BAD_REVISION) {
+      // Its base is outside what the server will rebase: rebase it here, past what the server
+      // holds now, and send it again (same seq: the server never applies it twice).
+      this._trouble++;
+      this._rebaseFromHistory();
+      return;
+    }
+    // Refused for good (invalid_op, read_only, document_too_large…): our text holds an edit
+    // the server will never have. Take the server's text again.
     this._reloadFromServer();
   }
 

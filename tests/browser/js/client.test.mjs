@@ -220,6 +220,112 @@ test("init without ops after a reconnect: the client fetches the history and reb
   b.close();
 });
 
+const socketOf = (server, client) => server.socketsOf("d").find((s) => s.clientId === client.clientId);
+
+test("bad_revision for the in-flight op: rebased from /history and sent again, never dropped", async () => {
+  const server = new FakeServer();
+  server.maxRebase = 1;
+  const a = open(server);
+  const b = open(server);
+  await ready(server, a, b);
+  const wsA = socketOf(server, a);
+  const wsB = socketOf(server, b);
+  const errors = [];
+  a.on("error", (e) => errors.push(e.code));
+  a.insert(0, "A"); // sent at rev 0, not processed yet
+  b.insert(0, "x");
+  server.step(wsB, "toServer");
+  server.step(wsB, "toClient"); // b's ack
+  b.insert(0, "y");
+  server.step(wsB, "toServer"); // the server is at rev 2
+  server.step(wsA, "toServer"); // 2 revisions behind: refused
+  wsA.toClient.unshift(wsA.toClient.pop()); // the error overtakes the ops (paced delivery)
+  await server.flush();
+  await settle(20);
+  await server.flush();
+  assert.deepEqual(errors, ["bad_revision"]);
+  assert.deepEqual(server.errors, []);
+  assert.equal(a.text, server.doc("d").text);
+  assert.equal(b.text, server.doc("d").text);
+  assert.equal(server.doc("d").text, "Ayx");
+  assert.deepEqual(server.doc("d").ops.filter((o) => o.src === a.src).map((o) => o.seq), [1]);
+  a.close();
+  b.close();
+});
+
+test("an ack at a revision already held: the op is taken out once, the buffer kept, no loop", async () => {
+  const server = new FakeServer();
+  const a = open(server);
+  await ready(server, a);
+  a.insert(0, "hello");
+  await server.flush();
+  const errors = [];
+  a.on("error", (e) => errors.push(e.code));
+  let opened = 0;
+  a.on("status", ({ status }) => (opened += status === "connecting"));
+  const wsA = socketOf(server, a);
+  a.insert(5, "!"); // seq 2, in flight…
+  wsA.toServer.length = 0; // …never stored, yet the server claims it was (rev 1)
+  a.insert(6, "?"); // buffered
+  wsA.toClient.push({ type: "ack", seq: 2, rev: 1 });
+  server.step(wsA, "toClient");
+  assert.equal(a.text, "hello?");
+  await settle(30);
+  await server.flush();
+  await settle(30);
+  await server.flush();
+  assert.equal(server.doc("d").text, "hello?");
+  assert.equal(a.text, "hello?");
+  assert.equal(a.state, "synchronised");
+  assert.deepEqual(errors, ["resync"]);
+  assert.equal(opened, 1); // one reconnect, not a loop
+  a.close();
+});
+
+test("history unavailable: the server text wins and pending edits are rebased over the diff", async () => {
+  const server = new FakeServer();
+  server.listOpsOnSince = false;
+  server.refuseHistory = 404;
+  const a = open(server);
+  const b = open(server);
+  await ready(server, a, b);
+  const wsA = socketOf(server, a);
+  a.insert(0, "A");
+  server.step(wsA, "toServer"); // committed…
+  wsA.toClient.length = 0; // …but the ack is lost
+  server.drop(wsA, 1006);
+  a.insert(1, "a"); // buffered while offline
+  b.insert(0, "B");
+  await server.flush();
+  await settle(30);
+  await server.flush();
+  await settle(30);
+  await server.flush();
+  // The diff held our committed op, so the resend was acked at an old revision: the
+  // second copy was taken out, and the buffer kept. (Where the pieces land is the diff's
+  // guess; that each is there once is not.)
+  const text = server.doc("d").text;
+  assert.deepEqual([...text].sort(), ["A", "B", "a"]);
+  assert.equal(a.text, text);
+  assert.equal(b.text, text);
+  a.close();
+  b.close();
+});
+
+test("close codes come from the generated collab-codes.js", async () => {
+  const codes = await import("../../../collab/static/collab-codes.js");
+  assert.equal(codes.CLOSE_CODES.DELETED, 4404);
+  assert.ok(codes.STOP.includes(1008) && codes.RECONNECT_SOON.includes(1001));
+  const server = new FakeServer();
+  const a = open(server);
+  await ready(server, a);
+  const got = [];
+  a.on("status", ({ status, reason }) => got.push(`${status}:${reason}`));
+  server.drop(socketOf(server, a), codes.CLOSE_CODES.INVALID_DATA, "");
+  await settle(5);
+  assert.deepEqual(got, ["closed:stopped"]); // a code in STOP: no reconnect
+});
+
 test("remote cursors follow later ops, local pending ops included", async () => {
   const server = new FakeServer();
   const a = open(server);

@@ -14,6 +14,8 @@ export class FakeServer {
     this.refuseTickets = null; // an HTTP status to answer POST /tickets with
     this.errors = []; // ops refused as invalid (a client bug, in these tests)
     this.validToken = null; // when set, POST /tickets accepts only this bearer token
+    this.maxRebase = Infinity; // ops older than this many revisions are refused (bad_revision)
+    this.refuseHistory = null; // an HTTP status to answer GET …/history with
   }
 
   textAt(d, rev) {
@@ -48,11 +50,13 @@ export class FakeServer {
       }
       const m = u.pathname.match(/^\/documents\/([^/]+)\/history$/);
       if (m) {
+        if (this.refuseHistory) return json(this.refuseHistory, { detail: "refused" });
         const d = this.doc(decodeURIComponent(m[1]));
         const since = Number(u.searchParams.get("since") ?? 0);
         const limit = Number(u.searchParams.get("limit") ?? 100);
         const ops = d.ops.filter((o) => o.rev > since).slice(0, limit);
-        return json(200, { ops, next: null });
+        const more = d.ops.filter((o) => o.rev > since).length > limit;
+        return json(200, { ops, next: more ? ops.at(-1).rev : null });
       }
       return json(404, { detail: "not found" });
     };
@@ -123,6 +127,10 @@ export class FakeServer {
       }
       if (frame.rev > d.ops.length) {
         ws.toClient.push({ type: "error", code: "bad_revision", message: "too new", seq: frame.seq });
+        return;
+      }
+      if (d.ops.length - frame.rev > this.maxRebase) {
+        ws.toClient.push({ type: "error", code: "bad_revision", message: "too old", seq: frame.seq });
         return;
       }
       let op = ot.normalize(frame.op);
