@@ -733,7 +733,8 @@ export class CollabClient extends EventTarget {
     this._trouble = 0;
     this._inflight = null;
     this._advance(frame.rev, ot.stripInvertible(p.op));
-    this._emit("ack", { seq: frame.seq, rev: frame.rev });
+    // The buffer goes in flight before listeners run, so a submit() from an ack handler lands
+    // in the next buffer instead of racing ahead of it with a stale revision.
     if (this._buffer) {
       this._inflight = { op: this._buffer, seq: ++this._seq, rev: this.rev };
       this._buffer = null;
@@ -741,6 +742,7 @@ export class CollabClient extends EventTarget {
     } else {
       this._schedulePresence();
     }
+    this._emit("ack", { seq: frame.seq, rev: frame.rev });
   }
 
   /**

@@ -70,6 +70,30 @@ test("sends one op at a time with rev, src and seq; buffers the rest", async () 
   c.close();
 });
 
+test("a submit from an ack handler follows the buffered op, not ahead of it", async () => {
+  const server = new FakeServer();
+  const c = open(server);
+  await ready(server, c);
+  const [ws] = server.socketsOf("d");
+  c.insert(0, "a");
+  c.insert(1, "b"); // buffered behind "a"
+  let typed = false;
+  c.on("ack", () => {
+    if (!typed) {
+      typed = true;
+      c.insert(2, "c");
+    }
+  });
+  server.step(ws, "toServer");
+  server.step(ws, "toClient"); // ack of "a": "b" goes in flight before the handler types "c"
+  assert.deepEqual(ws.toServer, [{ type: "op", rev: 1, op: [1, "b"], src: c.src, seq: 2 }]);
+  await server.flush();
+  assert.equal(server.doc("d").text, "abc");
+  assert.equal(c.text, "abc");
+  assert.equal(c.state, "synchronised");
+  c.close();
+});
+
 test("deletes go out in the invertible form and helpers count code points", async () => {
   const server = new FakeServer();
   Object.assign(server.doc("d"), { text: "a😀b", ops: [{ rev: 1, op: ["a😀b"], src: "x", seq: 1 }] });
