@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from collab import ot, protocol
 from collab.actor import DocumentActor, DocumentGone, DocumentNotFound, utcnow
 from collab.auth import Access, AuthError, Principal
-from collab.deps import DOC_ID_RE, authenticate
+from collab.deps import authenticate
 from collab.document import Submission
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
@@ -370,7 +370,7 @@ async def serve_socket(
     if services.draining:
         await deny(scope, receive, send, 503, "the server is shutting down")
         return
-    if not DOC_ID_RE.match(doc_id):
+    if not protocol.is_doc_id(doc_id):
         await deny(scope, receive, send, 404, "invalid document id")
         return
     # Parsed for the handshake only: the connection keeps none of it.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,12 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from collab.auth import Access, AuthError, Principal, decode_token
+from collab.protocol import DOC_ID_DESCRIPTION, DOC_ID_PATTERN
 from collab.services import Services
 from collab.settings import Settings
 from collab.store import Store
-
-DOC_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
-DOC_ID_RE = re.compile(DOC_ID_PATTERN)
 
 
 def get_services(request: Request) -> Services:
@@ -69,7 +66,7 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-DocIdPath = Annotated[str, Path(pattern=DOC_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ -")]
+DocIdPath = Annotated[str, Path(pattern=DOC_ID_PATTERN, description=DOC_ID_DESCRIPTION)]
 
 
 def require(principal: Principal, doc_id: str, needed: Access) -> None:

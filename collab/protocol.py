@@ -7,6 +7,7 @@ shared by every peer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,18 @@ from collab import ot
 
 # Revisions and seqs are stored in 32-bit integer columns.
 MAX_INT = 2**31 - 1
+
+# Document ids (SPEC §4). Python's ``$`` also matches before a trailing newline, so code checks
+# ids with ``is_doc_id`` (a full match); the anchored pattern is for pydantic and /openapi.json,
+# whose regex engines (pydantic-core's Rust regex, JSON Schema's ECMAScript) read ``$`` as the end.
+DOC_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+DOC_ID_DESCRIPTION = "1-128 of A-Z a-z 0-9 . _ -"
+_DOC_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def is_doc_id(value: str) -> bool:
+    return _DOC_ID.fullmatch(value) is not None
+
 
 ErrorCode = Literal[
     "bad_json", "bad_message", "invalid_op", "bad_revision", "read_only", "rate_limited"

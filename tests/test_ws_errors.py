@@ -203,10 +203,20 @@ async def test_read_only_token_on_missing_document_is_refused_with_404(gate: Ser
     assert status == 404
 
 
-async def test_invalid_document_id_is_refused(gate: ServerProcess) -> None:
-    async with no_work_done(gate, "x" * 129, token("admin")):
-        status, _ = await refused(gate.ws_url("x" * 129), auth())
+@pytest.mark.parametrize(
+    ("raw", "doc"), [("x" * 129, "x" * 129), ("abc%0A", "abc\n"), ("abc%0D%0A", "abc\r\n")]
+)
+async def test_invalid_document_id_is_refused(gate: ServerProcess, raw: str, doc: str) -> None:
+    """One full-match rule: an id with a trailing newline is no id, on the socket as on REST."""
+    admin = token("admin")
+    async with no_work_done(gate, doc, admin):
+        status, _ = await refused(gate.ws_url(raw), auth())
     assert status == 404
+    async with local_http(gate) as client:
+        rest = await client.get(f"/documents/{raw}", headers=bearer(admin))
+        ticket = await client.post("/tickets", json={"doc": doc}, headers=bearer(admin))
+    assert rest.status_code == 422
+    assert ticket.status_code == 422
 
 
 # -- handshake refusals: origins ----------------------------------------------------------------

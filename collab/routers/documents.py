@@ -11,8 +11,9 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from collab import ot
 from collab.actor import DocumentGone, DocumentNotFound, utcnow
-from collab.deps import DOC_ID_RE, DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
+from collab.deps import DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
 from collab.document import Submission, SubmitError
+from collab.protocol import is_doc_id
 from collab.schemas import (
     ContentAt,
     DocumentCreate,
@@ -60,7 +61,7 @@ def _decode_cursor(cursor: str) -> str:
         doc_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII cursor
         doc_id = ""
-    if not DOC_ID_RE.match(doc_id):
+    if not is_doc_id(doc_id):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
     return doc_id
 
