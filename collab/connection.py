@@ -358,7 +358,7 @@ async def _principal(
 def _since(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 10:
+    if not value.isdigit() or len(value) > 10 or int(value) > protocol.MAX_INT:
         raise ValueError(value)
     return int(value)
 

@@ -13,7 +13,7 @@ from collab import ot
 from collab.actor import DocumentGone, DocumentNotFound, utcnow
 from collab.deps import DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
 from collab.document import Submission, SubmitError
-from collab.protocol import is_doc_id
+from collab.protocol import MAX_INT, is_doc_id
 from collab.schemas import (
     ContentAt,
     DocumentCreate,
@@ -153,7 +153,7 @@ async def get_history(
     doc_id: DocIdPath,
     principal: PrincipalDep,
     store: StoreDep,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> History:
     """The ops after revision `since`, oldest first."""
@@ -180,7 +180,7 @@ async def get_content(
     doc_id: DocIdPath,
     principal: PrincipalDep,
     store: StoreDep,
-    rev: Annotated[int | None, Query(ge=0)] = None,
+    rev: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     at: datetime | None = None,
 ) -> ContentAt:
     """The content as it was at revision `rev`, or at the moment `at` (ISO 8601)."""
