@@ -612,7 +612,6 @@ class DocumentActor:
         for other in self._peers.values():
             other.send(announce)
         self._peers[peer.client_id] = peer
-        self._metrics.connections += 1
         self._publish(
             {
                 "kind": "join",
@@ -637,7 +636,6 @@ class DocumentActor:
         if self._peers.pop(peer.client_id, None) is None:
             return
         self._cursor_revs.pop(peer.client_id, None)
-        self._metrics.connections -= 1
         self._announce_leave(peer.client_id, peer.user_id, peer.name)
         self._publish(
             {"kind": "leave", "client": peer.client_id, "user": peer.user_id, "name": peer.name}

@@ -436,9 +436,13 @@ async def serve_socket(
             CLOSE_POLICY,
             "token expired",
         )
+        # Counted here, where the socket's life begins and ends, so that every way it can end
+        # (the client leaves, a delete or unload closes it, the transport fails) uncounts it.
+        services.metrics.connections += 1
         try:
             await connection.run(actor, since)
         finally:
+            services.metrics.connections -= 1
             expiry.cancel()
     finally:
         await lease.__aexit__(None, None, None)

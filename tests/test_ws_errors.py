@@ -143,9 +143,13 @@ async def refused(
 
 async def settle(server: ServerProcess) -> None:
     """Waits until the server has seen every closed connection leave."""
+    await wait_for_connections(server, 0)
+
+
+async def wait_for_connections(server: ServerProcess, count: int) -> None:
     deadline = time.monotonic() + 10
-    while (await metrics(server))["collab_connections"] != 0:
-        assert time.monotonic() < deadline, "connections never dropped to 0"
+    while (await metrics(server))["collab_connections"] != count:
+        assert time.monotonic() < deadline, f"collab_connections never came to {count}"
         await asyncio.sleep(0.02)
 
 
@@ -655,4 +659,6 @@ async def test_deleted_document_closes_its_clients_with_4404(strict: ServerProce
             assert first.close_reason == "document deleted"
             gone = await client.get(f"/documents/{doc}", headers=auth("admin"))
             assert gone.status_code == 404
+        # Every close path releases what it counted: only bob is still connected.
+        await wait_for_connections(strict, 1)
         await assert_undisturbed(strict, elsewhere, before, bob)
