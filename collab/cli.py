@@ -49,8 +49,11 @@ def ws_protocol(backend: str) -> str:
 def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: object) -> Any:
     import uvicorn
 
+    from collab.http_protocol import guarded_http_protocol
+
     return uvicorn.Config(
         app,
+        http=guarded_http_protocol(settings.handshake_timeout_seconds),
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,  # memory per connection, and compression side channels
         ws=ws_protocol(settings.ws_backend),

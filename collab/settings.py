@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     presence_burst: float = Field(default=60.0, gt=0)
     ticket_ttl_seconds: int = Field(default=30, gt=0)
     ws_backend: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("sqlite_synchronous")
     @classmethod
