@@ -63,11 +63,26 @@ class DropDenialMisreport(logging.Filter):
         return record.msg != "ASGI callable returned without completing handshake."
 
 
+class OneLineForInvalidUtf8(logging.Filter):
+    """uvicorn's sans-I/O backend logs a text frame that is not UTF-8 as an ERROR with a
+    traceback, every time, after closing the socket with 1007 as it should. Anyone can send
+    such frames, so each becomes one WARNING line: the event is kept, the log is not filled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Invalid UTF-8 sequence received from client.":
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "a text frame that is not UTF-8 was closed with 1007"
+        return True
+
+
 def install_log_redaction() -> None:
     for name, kind in (
         ("uvicorn.access", RedactCredentials),
         ("uvicorn.error", RedactCredentials),
         ("uvicorn.error", DropDenialMisreport),
+        ("uvicorn.error", OneLineForInvalidUtf8),
     ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):

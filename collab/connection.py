@@ -345,6 +345,9 @@ async def _principal(
         principal = await services.tickets.redeem(ticket, doc_id)
         if principal is None:
             raise AuthError("unknown, used or expired ticket")
+        if principal.expires_at <= time.time():
+            # A ticket lives 30 s, but never longer than the token it was issued for.
+            raise AuthError("the token this ticket was issued for has expired")
         return principal
     token = params.get("token")
     if token is None:

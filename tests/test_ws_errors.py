@@ -9,6 +9,7 @@ and leave both the document and every other client untouched.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -319,6 +320,22 @@ async def test_expired_ticket_is_refused(guarded: ServerProcess) -> None:
     async with no_work_done(guarded, doc, good_token(AUDIENCE, ISSUER)):
         status, _ = await refused(guarded.ws_url(doc, ticket=ticket))
     assert status == 403
+
+
+async def test_ticket_of_a_token_that_has_since_expired_is_refused(gate: ServerProcess) -> None:
+    """SPEC §2: refused at the handshake (403), not accepted and then closed with 1008."""
+    doc = new_doc()
+    short_lived = token("ursula", ttl=2)
+    expires_at = json.loads(
+        base64.urlsafe_b64decode(short_lived.split(".")[1] + "==")
+    )["exp"]
+    ticket = await ticket_for(gate, doc, short_lived)
+    # The token's expiry is a clock condition: wait until it has surely passed.
+    await wait_for(lambda: time.time() > expires_at + 0.2, timeout=10)
+    async with no_work_done(gate, doc, token("admin")):
+        status, body = await refused(gate.ws_url(doc, ticket=ticket))
+    assert status == 403
+    assert "expired" in body["detail"]
 
 
 async def test_ticket_needs_a_readable_document(gate: ServerProcess) -> None:
@@ -642,6 +659,21 @@ async def test_token_expiring_mid_session_closes_with_1008(strict: ServerProcess
         assert await close_code(shortlived, within=10) == 1008
         assert shortlived.close_reason == "token expired"
         await assert_undisturbed(strict, doc, before, bob)
+
+
+async def test_invalid_utf8_closes_1007_and_logs_one_line_at_most(strict: ServerProcess) -> None:
+    doc = new_doc()
+    logged_before = strict.logs()
+    for _ in range(3):
+        async with joined(strict, doc, "mallory") as ws:
+            await ws.send(b'{"type":"op","\xff\xfe"}', text=True)
+            assert await close_code(ws) == 1007
+    await settle(strict)
+    logged = strict.logs()[len(logged_before) :]
+    assert "Traceback" not in logged
+    lines = [line for line in logged.splitlines() if "UTF-8" in line]
+    assert len(lines) == 3, logged
+    assert all("ERROR" not in line for line in lines)
 
 
 async def test_deleted_document_closes_its_clients_with_4404(strict: ServerProcess) -> None:
