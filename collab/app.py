@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -35,12 +36,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CREDENTIALS_IN_QUERY = re.compile(r"((?:^|[?&])(?:ticket|token)=)[^&\s\"]*", re.IGNORECASE)
+# A query string inside a log line: from a "?" to the end of the URL.
+_QUERY_IN_TEXT = re.compile(r"\?[^\s\"]*")
+_QUERY_PIECE = re.compile(r"([^&;=]*)(=?)([^&;]*)")
+_CREDENTIAL_NAMES = ("token", "ticket")
+
+
+def _names_a_credential(raw_name: str) -> bool:
+    """Whether a query parameter's name, however it is spelled, could carry a credential.
+
+    The server reads names the way ``urllib.parse.parse_qsl`` does (percent-decoded, ``+`` as a
+    space), so the name is decoded until it stops changing before it is compared; any name that
+    then contains ``token`` or ``ticket`` in any case counts, which redacts more than the server
+    would read rather than less.
+    """
+    name = raw_name
+    for _ in range(4):
+        decoded = unquote_plus(name, errors="replace")
+        if decoded == name:
+            break
+        name = decoded
+    lowered = name.lower()
+    return any(word in lowered for word in _CREDENTIAL_NAMES)
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    def piece(part: re.Match[str]) -> str:
+        name, equals, value = part.groups()
+        if value and _names_a_credential(name):
+            return f"{name}{equals}[redacted]"
+        return part.group(0)
+
+    return _QUERY_PIECE.sub(piece, match.group(0))
 
 
 def redact(text: str) -> str:
-    """Hides ``ticket=`` and ``token=`` values in a path with a query string."""
-    return _CREDENTIALS_IN_QUERY.sub(r"\1[redacted]", text)
+    """Hides the value of every query parameter that names a credential, in any spelling."""
+    if "?" not in text:
+        return text
+    return _QUERY_IN_TEXT.sub(_redact_query, text)
 
 
 class RedactCredentials(logging.Filter):
