@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import socket
 import sys
-from pathlib import Path
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from collab.auth import Access, mint_token
 from collab.settings import Settings
 
 if TYPE_CHECKING:
+    import alembic.config
     import uvicorn
     from fastapi import FastAPI
 
@@ -93,15 +95,27 @@ def serve(args: argparse.Namespace) -> None:
     graceful_server(config, app).run()
 
 
-def migrate(args: argparse.Namespace) -> None:
-    from alembic import command
+def alembic_config(database_url: str) -> alembic.config.Config:
+    """Alembic's configuration for ``database_url``, with the scripts shipped in the package:
+    no ``alembic.ini`` and no source checkout needed (maintainers' ``alembic.ini`` points at the
+    same folder)."""
     from alembic.config import Config
 
+    config = Config()
+    config.set_main_option("script_location", str(files("collab").joinpath("migrations")))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def migrate(args: argparse.Namespace) -> None:
+    from alembic import command
+
     settings = Settings()
-    root = Path(__file__).resolve().parent.parent
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
-    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    config = alembic_config(settings.database_url)
+    # Alembic says which revisions it ran, as it does under alembic.ini's logging section.
+    alembic_log = logging.getLogger("alembic")
+    alembic_log.setLevel(logging.INFO)
+    alembic_log.addHandler(logging.StreamHandler())
     if args.revision.startswith("-") or args.downgrade:
         command.downgrade(config, args.revision)
     else:
