@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -290,7 +292,11 @@ def create_app(settings: Settings) -> FastAPI:
         description="Collaborative document editing: REST for documents and history; "
         "real-time editing over the WebSocket /ws/documents/{doc_id} (see docs/protocol.md).",
         lifespan=lifespan,
+        # FastAPI's own pages load their scripts from a CDN; /docs is served from the package.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_api_route("/docs", swagger_ui, include_in_schema=False)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.include_router(documents.router)
     app.include_router(misc.router)
@@ -310,6 +316,19 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
     return app
+
+
+async def swagger_ui(request: Request) -> HTMLResponse:
+    """Swagger UI for /openapi.json, from the assets vendored in ``static/swagger-ui``."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    assets = f"{root}/static/swagger-ui"
+    return get_swagger_ui_html(
+        openapi_url=f"{root}/openapi.json",
+        title="collab - API",
+        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger-ui.css",
+        swagger_favicon_url=f"{assets}/favicon-32x32.png",
+    )
 
 
 async def drain(app: FastAPI) -> None:

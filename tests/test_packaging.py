@@ -78,6 +78,9 @@ def test_an_installed_package_migrates_and_serves_outside_the_checkout(tmp_path:
             time.sleep(0.1)  # readiness polling of a starting process, not test synchronisation
         docs = httpx.get(f"{base}/docs", timeout=10)
         assert docs.status_code == 200
+        assert "/static/swagger-ui/swagger-ui-bundle.js" in docs.text
+        bundle = httpx.get(f"{base}/static/swagger-ui/swagger-ui-bundle.js", timeout=10)
+        assert bundle.status_code == 200 and b"SwaggerUIBundle" in bundle.content
     finally:
         server.terminate()
         server.wait(30)

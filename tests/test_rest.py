@@ -953,3 +953,18 @@ async def test_every_integer_parameter_is_bounded(
         headers={**WRITER, "Content-Type": "application/json"},
     )
     assert response.status_code == 422, response.text
+
+
+async def test_the_api_docs_page_needs_no_internet(app_client: httpx.AsyncClient) -> None:
+    """/docs loads Swagger UI from the package: every asset it names is served here."""
+    page = await app_client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    referenced = [a or b for a, b in urls]
+    assert referenced, page.text
+    assert not [u for u in referenced if "//" in u], referenced  # nothing from another host
+    for url in referenced:
+        response = await app_client.get(url)
+        assert response.status_code == 200, url
+        assert response.content, url
+    assert (await app_client.get("/redoc")).status_code == 404  # its scripts would be a CDN's
