@@ -44,18 +44,10 @@ def graceful_server(config: uvicorn.Config, app: FastAPI) -> uvicorn.Server:
     return GracefulServer(config)
 
 
-def ws_protocol(backend: str) -> str:
-    """uvicorn's ``ws`` option for a ``COLLAB_WS_BACKEND``: ``websockets-sansio`` is served by
-    collab's leaner subclass of uvicorn's protocol (see ``collab.ws_protocol``)."""
-    if backend == "websockets-sansio":
-        return "collab.ws_protocol:LeanWebSocketsSansIOProtocol"
-    return backend
-
-
 def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: object) -> Any:
     import uvicorn
 
-    from collab.http_protocol import guarded_http_protocol
+    from collab.http_protocol import guarded_http_protocol, ws_protocol
 
     return uvicorn.Config(
         app,

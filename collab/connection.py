@@ -30,10 +30,10 @@ from collab.actor import DocumentActor, DocumentGone, DocumentNotFound, utcnow
 from collab.auth import Access, AuthError, Principal
 from collab.deps import authenticate
 from collab.document import Submission
+from collab.http_protocol import SEND_TEXT_NOW
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
-from collab.ws_protocol import SEND_TEXT_NOW
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+# The scope extension under which a WebSocket protocol may offer the application a synchronous
+# ``send_text_now(data: bytes) -> bool`` (``collab.ws_protocol`` does). Defined here, away from
+# any uvicorn import, so the application can look for it whichever protocol serves it.
+SEND_TEXT_NOW = "collab.send_text_now"
+
+# The uvicorn versions (major, minor) the lean WebSocket protocol, a subclass of uvicorn's
+# non-public sans-I/O protocol, is tested on; on any other, uvicorn's own protocol serves.
+LEAN_PROTOCOL_TESTED = ((0, 54), (0, 54))
+LEAN_PROTOCOL = "collab.ws_protocol:LeanWebSocketsSansIOProtocol"
+
 MAX_REQUEST_LINE_BYTES = 8000
 MAX_HEADER_LINE_BYTES = 8000
 MAX_HEADERS = 100
@@ -63,6 +73,28 @@ def websocket_handshake_done(protocol: object) -> bool:
     if isinstance(event, asyncio.Event):
         return event.is_set()
     return True
+
+
+def lean_protocol_fits(uvicorn_version: str) -> bool:
+    try:
+        major, minor = (int(part) for part in uvicorn_version.split(".")[:2])
+    except ValueError:
+        return False
+    low, high = LEAN_PROTOCOL_TESTED
+    return low <= (major, minor) <= high
+
+
+def ws_protocol(backend: str, uvicorn_version: str | None = None) -> str:
+    """uvicorn's ``ws`` option for a ``COLLAB_WS_BACKEND``: ``websockets-sansio`` is served by
+    collab's leaner subclass (``collab.ws_protocol``) on the uvicorn versions it is tested on,
+    and by uvicorn's own protocol on any other."""
+    if backend != "websockets-sansio":
+        return backend
+    if uvicorn_version is None:
+        import uvicorn
+
+        uvicorn_version = uvicorn.__version__
+    return LEAN_PROTOCOL if lean_protocol_fits(uvicorn_version) else backend
 
 
 def _uvicorn_http_protocol() -> type[asyncio.Protocol]:
