@@ -26,6 +26,7 @@ from collab.commit import create_committer
 from collab.connection import serve_socket
 from collab.db import create_engine, create_session_factory
 from collab.metrics import Metrics
+from collab.ratelimit import ConnectionCounts, KeyedBuckets, Limits
 from collab.registry import Registry
 from collab.routers import dev, documents, misc
 from collab.services import Services
@@ -207,6 +208,11 @@ def build_services(settings: Settings) -> Services:
         frames_per_second=settings.broadcast_frames_per_second,
     )
     registry = Registry(store, config, metrics)
+    limits = Limits(
+        user_ops=KeyedBuckets(settings.user_ops_per_second, settings.user_ops_burst),
+        user_connections=ConnectionCounts(settings.max_connections_per_user),
+        address_connections=ConnectionCounts(settings.max_connections_per_address),
+    )
     return Services(
         settings=settings,
         engine=engine,
@@ -215,6 +221,7 @@ def build_services(settings: Settings) -> Services:
         registry=registry,
         tickets=MemoryTicketStore(),
         metrics=metrics,
+        limits=limits,
     )
 
 

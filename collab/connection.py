@@ -290,6 +290,8 @@ class Connection:
             self._op_bucket = TokenBucket(settings.ops_per_second, settings.ops_burst, now)
         if not self._op_bucket.take(now):
             raise ProtocolError("rate_limited", "too many ops; slow down", frame.seq)
+        if not self._services.limits.user_ops.take(self.user_id, now):
+            raise ProtocolError("rate_limited", "too many ops from this user; slow down", frame.seq)
         try:
             ot.check(frame.op)
         except ot.InvalidOp as error:
@@ -397,55 +399,70 @@ async def serve_socket(
         await deny(scope, receive, send, 400, "since must be a revision number")
         return
     del headers, params
-    # A reader cannot create the document: refuse a missing one without starting an actor.
-    if (
-        access != "write"
-        and services.registry.loaded(doc_id) is None
-        and await services.store.get_document(doc_id) is None
-    ):
-        await deny(scope, receive, send, 404, f"no document {doc_id!r}")
+    limits = services.limits
+    address = (scope.get("client") or ("unknown",))[0]
+    if not limits.user_connections.acquire(principal.sub):
+        await deny(scope, receive, send, 429, "too many connections for this user")
         return
-
-    lease = services.registry.lease(doc_id)
+    if not limits.address_connections.acquire(address):
+        limits.user_connections.release(principal.sub)
+        await deny(scope, receive, send, 429, "too many connections from this address")
+        return
+    # Released in the finally below, however the connection ends; one function rather than a
+    # helper, so an idle connection holds one coroutine frame here, not two.
     try:
-        actor = await lease.__aenter__()
-    except DocumentNotFound:
-        if access != "write":
+        # A reader cannot create the document: refuse a missing one without starting an actor.
+        if (
+            access != "write"
+            and services.registry.loaded(doc_id) is None
+            and await services.store.get_document(doc_id) is None
+        ):
             await deny(scope, receive, send, 404, f"no document {doc_id!r}")
             return
-        await services.store.create_document(doc_id, "", "", utcnow())
-        # A concurrent first joiner may have started an actor whose load ran before the row
-        # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
-        for attempt in range(3):
-            lease = services.registry.lease(doc_id)
-            try:
-                actor = await lease.__aenter__()
-                break
-            except DocumentNotFound:
-                if attempt == 2:
-                    raise
-    # The lease is left by hand rather than through `async with` or an AsyncExitStack: it is
-    # taken in two places above, and a stack would stay allocated for the whole connection.
-    try:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
-        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
-        connection = Connection(receive, send, principal, access, services, send_now)
-        expiry = asyncio.get_running_loop().call_later(
-            max(0.0, principal.expires_at - time.time()),
-            connection.close,
-            CLOSE_POLICY,
-            "token expired",
-        )
-        # Counted here, where the socket's life begins and ends, so that every way it can end
-        # (the client leaves, a delete or unload closes it, the transport fails) uncounts it.
-        services.metrics.connections += 1
+
+        lease = services.registry.lease(doc_id)
         try:
-            await connection.run(actor, since)
+            actor = await lease.__aenter__()
+        except DocumentNotFound:
+            if access != "write":
+                await deny(scope, receive, send, 404, f"no document {doc_id!r}")
+                return
+            await services.store.create_document(doc_id, "", "", utcnow())
+            # A concurrent first joiner may have started an actor whose load ran before the row
+            # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
+            for attempt in range(3):
+                lease = services.registry.lease(doc_id)
+                try:
+                    actor = await lease.__aenter__()
+                    break
+                except DocumentNotFound:
+                    if attempt == 2:
+                        raise
+        # The lease is left by hand rather than through `async with` or an AsyncExitStack: it is
+        # taken in two places above, and a stack would stay allocated for the whole connection.
+        try:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+            send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
+            connection = Connection(receive, send, principal, access, services, send_now)
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, principal.expires_at - time.time()),
+                connection.close,
+                CLOSE_POLICY,
+                "token expired",
+            )
+            # Counted here, where the socket's life begins and ends, so that every way it can end
+            # (the client leaves, a delete or unload closes it, the transport fails) uncounts it.
+            services.metrics.connections += 1
+            try:
+                await connection.run(actor, since)
+            finally:
+                services.metrics.connections -= 1
+                expiry.cancel()
         finally:
-            services.metrics.connections -= 1
-            expiry.cancel()
+            await lease.__aexit__(None, None, None)
     finally:
-        await lease.__aexit__(None, None, None)
+        limits.user_connections.release(principal.sub)
+        limits.address_connections.release(address)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab.db import SessionFactory
 from collab.metrics import Metrics
+from collab.ratelimit import Limits
 from collab.registry import Registry
 from collab.settings import Settings
 from collab.store import Store
@@ -26,3 +27,4 @@ class Services:
     metrics: Metrics
     draining: bool = False
     readiness_probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits.unlimited)

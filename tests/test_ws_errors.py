@@ -85,6 +85,22 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Per-user and per-address limits small enough to reach; the user op bucket barely refills."""
+    server = _server(
+        tmp_path_factory,
+        "limited",
+        COLLAB_DOC_IDLE_SECONDS="3600",
+        COLLAB_MAX_CONNECTIONS_PER_USER="2",
+        COLLAB_MAX_CONNECTIONS_PER_ADDRESS="3",
+        COLLAB_USER_OPS_PER_SECOND="0.001",
+        COLLAB_USER_OPS_BURST="3",
+    )
+    yield server
+    server.stop()
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -694,3 +710,53 @@ async def test_deleted_document_closes_its_clients_with_4404(strict: ServerProce
         # Every close path releases what it counted: only bob is still connected.
         await wait_for_connections(strict, 1)
         await assert_undisturbed(strict, elsewhere, before, bob)
+
+
+# -- per-user and per-address limits ----------------------------------------------------------
+
+
+async def test_connections_are_limited_per_user_and_per_address(limited: ServerProcess) -> None:
+    doc = new_doc()
+    async with joined(limited, doc, "ada"), joined(limited, doc, "ada"):
+        status, body = await refused(limited.ws_url(doc), auth("ada"))
+        assert (status, body["detail"]) == (429, "too many connections for this user")
+        async with joined(limited, doc, "bob"):
+            status, body = await refused(limited.ws_url(doc), auth("cyd"))
+            assert (status, body["detail"]) == (429, "too many connections from this address")
+    await settle(limited)
+    # Every close released what it held: the same user and address may connect again.
+    async with joined(limited, doc, "ada"), joined(limited, doc, "ada"), \
+            joined(limited, doc, "cyd"):
+        pass
+    await settle(limited)
+
+
+async def test_ops_are_limited_per_user_across_rest_and_sockets(limited: ServerProcess) -> None:
+    doc = new_doc()
+    await create(limited, doc, "")
+    async with local_http(limited) as client:
+        for seq in (1, 2):
+            response = await client.post(
+                f"/documents/{doc}/ops",
+                json={"rev": 0, "op": ["x"], "src": "rest", "seq": seq},
+                headers=auth("eve"),
+            )
+            assert response.status_code == 200, response.text
+        async with joined(limited, doc, "eve") as ws:
+            await ws.send(op(2, ["y"], "sock", 1))
+            ack = await frames_until(ws, lambda f: f["type"] in ("ack", "error"))
+            assert ack[-1]["type"] == "ack"
+            # The user's third op used the burst: the next, on either path, is refused.
+            await ws.send(op(3, ["z"], "sock", 2))
+            error = (await frames_until(ws, lambda f: f["type"] == "error"))[-1]
+            assert (error["code"], error["seq"]) == ("rate_limited", 2)
+        response = await client.post(
+            f"/documents/{doc}/ops", json={"rev": 3, "op": ["w"]}, headers=auth("eve")
+        )
+        assert response.status_code == 429
+        # Another user is not held back by eve's limit.
+        response = await client.post(
+            f"/documents/{doc}/ops", json={"rev": 3, "op": ["v"]}, headers=auth("fay")
+        )
+        assert response.status_code == 200
+    await settle(limited)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from datetime import datetime
 from typing import Annotated
 
@@ -32,7 +33,7 @@ from collab.store import DocumentInfo
 router = APIRouter(
     prefix="/documents",
     tags=["documents"],
-    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
 )
 
 _SUBMIT_STATUS = {"invalid_op": 422, "bad_revision": 409, "read_only": 403}
@@ -124,6 +125,8 @@ async def submit_op(
 ) -> OpAccepted:
     """Submit an op made at revision `rev`; it is transformed, stored and broadcast."""
     require(principal, doc_id, "write")
+    if not services.limits.user_ops.take(principal.sub, time.monotonic()):
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many ops; slow down")
     try:
         ot.check(body.op)
     except ot.InvalidOp as error:
