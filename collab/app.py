@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from http import HTTPStatus
 from importlib.resources import files
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
@@ -25,6 +26,7 @@ from collab.actor import ActorConfig
 from collab.commit import create_committer
 from collab.connection import serve_socket
 from collab.db import create_engine, create_session_factory
+from collab.errors import CollabError
 from collab.metrics import Metrics
 from collab.ratelimit import ConnectionCounts, KeyedBuckets, Limits
 from collab.registry import Registry
@@ -151,7 +153,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     too_large = True
-                    raise _TooLarge
+                    raise BodyTooLarge(f"request body over {self.max_bytes} bytes")
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -162,7 +164,7 @@ class BodySizeLimit:
             started = True
             await send(message)
 
-        with suppress(_TooLarge):
+        with suppress(BodyTooLarge):
             await self.app(scope, limited_receive, guarded_send)
         if too_large and not started:
             await self._refuse(send)
@@ -172,7 +174,7 @@ class BodySizeLimit:
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
@@ -182,8 +184,8 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(CollabError):
+    """Raised inside the app's ``receive`` to stop a body that passes the limit; answered 413."""
 
 
 async def validation_failed(request: Request, error: Exception) -> Response:

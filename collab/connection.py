@@ -27,9 +27,9 @@ from starlette.types import Receive, Scope, Send
 
 from collab import ot, protocol
 from collab.actor import DocumentActor, DocumentGone, DocumentNotFound, utcnow
-from collab.auth import Access, AuthError, Principal
-from collab.deps import authenticate
+from collab.auth import Access, AuthError, Principal, authenticate
 from collab.document import Submission
+from collab.errors import HTTP_STATUS, CloseCode, ErrorCode
 from collab.http_protocol import SEND_TEXT_NOW
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
@@ -37,9 +37,8 @@ from collab.services import Services
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
+TOO_MANY = HTTP_STATUS[ErrorCode.RATE_LIMITED]
+
 CLOSE_TIMEOUT = 5.0
 
 
@@ -119,7 +118,7 @@ class Connection:
             frames = self._frames = deque()
         elif len(frames) >= self._services.settings.send_queue_limit:
             self._services.metrics.send_queue_drops += 1
-            self.close(CLOSE_TRY_AGAIN, "too slow: reconnect with ?since=", flush=False)
+            self.close(CloseCode.TRY_AGAIN, "too slow: reconnect with ?since=", flush=False)
             return
         frames.append(frame)
         self._start_writer()
@@ -215,7 +214,7 @@ class Connection:
             try:
                 await actor.join(self, since)
             except DocumentGone:
-                self.close(1001, "document unloaded")
+                self.close(CloseCode.GOING_AWAY, "document unloaded")
             else:
                 await self._read_loop(actor)
         finally:
@@ -249,14 +248,18 @@ class Connection:
                 text: str | None = message.get("text")
                 if text is None:
                     self.send(
-                        protocol.error_frame("bad_message", "frames are JSON text, not binary")
+                        protocol.error_frame(
+                            ErrorCode.BAD_MESSAGE, "frames are JSON text, not binary"
+                        )
                     )
                     continue
                 if len(text) > max_bytes or (
                     len(text) * 4 > max_bytes
                     and len(text.encode("utf-8", "surrogatepass")) > max_bytes
                 ):
-                    self.close(CLOSE_TOO_BIG, f"frame larger than {max_bytes} bytes", flush=False)
+                    self.close(
+                        CloseCode.TOO_LARGE, f"frame larger than {max_bytes} bytes", flush=False
+                    )
                     return
                 try:
                     await self._handle(text, actor)
@@ -283,19 +286,21 @@ class Connection:
 
     async def _handle_op(self, frame: OpFrame, actor: DocumentActor) -> None:
         if self.access != "write":
-            raise ProtocolError("read_only", "this connection may only read", frame.seq)
+            raise ProtocolError(ErrorCode.READ_ONLY, "this connection may only read", frame.seq)
         now = time.monotonic()
         if self._op_bucket is None:
             settings = self._services.settings
             self._op_bucket = TokenBucket(settings.ops_per_second, settings.ops_burst, now)
         if not self._op_bucket.take(now):
-            raise ProtocolError("rate_limited", "too many ops; slow down", frame.seq)
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many ops; slow down", frame.seq)
         if not self._services.limits.user_ops.take(self.user_id, now):
-            raise ProtocolError("rate_limited", "too many ops from this user; slow down", frame.seq)
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, "too many ops from this user; slow down", frame.seq
+            )
         try:
             ot.check(frame.op)
         except ot.InvalidOp as error:
-            raise ProtocolError("invalid_op", str(error), frame.seq) from None
+            raise ProtocolError(ErrorCode.INVALID_OP, str(error), frame.seq) from None
         submission = Submission(frame.op, frame.rev, frame.src, frame.seq, self.user_id)
         await actor.submit_from_peer(submission, self)
 
@@ -309,7 +314,9 @@ class Connection:
         if not self._presence_bucket.take(now):
             if now - self._presence_warned_at >= 1.0:
                 self._presence_warned_at = now
-                raise ProtocolError("rate_limited", "too many presence updates; some dropped")
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "too many presence updates; some dropped"
+                )
             return
         cursor = None if frame.cursor is None else frame.cursor.model_dump()
         await actor.presence(self, cursor, frame.rev)
@@ -323,7 +330,7 @@ async def deny(scope: Scope, receive: Receive, send: Send, status: int, detail: 
     if "websocket.http.response" in (scope.get("extensions") or {}):
         await JSONResponse({"detail": detail}, status)(scope, receive, send)
     else:
-        await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": detail})
+        await send({"type": "websocket.close", "code": CloseCode.POLICY, "reason": detail})
 
 
 def origin_allowed(scope: Scope, headers: Headers, services: Services) -> bool:
@@ -402,11 +409,11 @@ async def serve_socket(
     limits = services.limits
     address = (scope.get("client") or ("unknown",))[0]
     if not limits.user_connections.acquire(principal.sub):
-        await deny(scope, receive, send, 429, "too many connections for this user")
+        await deny(scope, receive, send, TOO_MANY, "too many connections for this user")
         return
     if not limits.address_connections.acquire(address):
         limits.user_connections.release(principal.sub)
-        await deny(scope, receive, send, 429, "too many connections from this address")
+        await deny(scope, receive, send, TOO_MANY, "too many connections from this address")
         return
     # Released in the finally below, however the connection ends; one function rather than a
     # helper, so an idle connection holds one coroutine frame here, not two.
@@ -450,7 +457,7 @@ async def serve_socket(
             expiry = asyncio.get_running_loop().call_later(
                 max(0.0, principal.expires_at - time.time()),
                 connection.close,
-                CLOSE_POLICY,
+                CloseCode.POLICY,
                 "token expired",
             )
             # Counted here, where the socket's life begins and ends, so that every way it can end

@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from collab.auth import Access, AuthError, Principal, decode_token
+from collab.auth import Access, AuthError, Principal, authenticate
 from collab.protocol import DOC_ID_DESCRIPTION, DOC_ID_PATTERN
 from collab.services import Services
 from collab.settings import Settings
@@ -42,14 +42,6 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False)
-
-
-def authenticate(token: str, settings: Settings) -> Principal:
-    if not settings.jwt_secret:
-        raise AuthError("the server has no JWT secret")
-    return decode_token(
-        token, settings.jwt_secret, audience=settings.jwt_audience, issuer=settings.jwt_issuer
-    )
 
 
 def get_principal(

@@ -281,3 +281,31 @@ async def test_an_untested_uvicorn_is_served_by_its_own_protocol(lean_settings: 
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+def test_the_transport_edge_needs_no_fastapi() -> None:
+    """connection.py is plain ASGI: importing it loads neither FastAPI nor its dependencies."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, collab.connection; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi' "
+        "or m in ('collab.deps', 'collab.ws_protocol')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_deliberate_error_shares_the_one_base() -> None:
+    from collab.app import BodyTooLarge
+    from collab.auth import AuthError
+    from collab.errors import CollabError, ErrorCode
+    from collab.protocol import ProtocolError
+
+    for kind in (AuthError, BodyTooLarge, ProtocolError):
+        assert issubclass(kind, CollabError), kind
+    error = ProtocolError(ErrorCode.READ_ONLY, "no", 3)
+    assert (error.code, error.message, error.seq) == ("read_only", "no", 3)

@@ -14,6 +14,7 @@ from collab import ot
 from collab.actor import DocumentGone, DocumentNotFound, utcnow
 from collab.deps import DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
 from collab.document import Submission, SubmitError
+from collab.errors import HTTP_STATUS, ErrorCode
 from collab.protocol import MAX_INT, is_doc_id
 from collab.schemas import (
     ContentAt,
@@ -36,7 +37,13 @@ router = APIRouter(
     responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
 )
 
-_SUBMIT_STATUS = {"invalid_op": 422, "bad_revision": 409, "read_only": 403}
+
+def _status_of(code: str) -> int:
+    """The HTTP status of an error code (collab.errors); 400 for one the table does not know."""
+    try:
+        return HTTP_STATUS[ErrorCode(code)]
+    except ValueError:
+        return status.HTTP_400_BAD_REQUEST
 
 
 def _not_found(doc_id: str) -> HTTPException:
@@ -126,11 +133,11 @@ async def submit_op(
     """Submit an op made at revision `rev`; it is transformed, stored and broadcast."""
     require(principal, doc_id, "write")
     if not services.limits.user_ops.take(principal.sub, time.monotonic()):
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many ops; slow down")
+        raise HTTPException(HTTP_STATUS[ErrorCode.RATE_LIMITED], "too many ops; slow down")
     try:
         ot.check(body.op)
     except ot.InvalidOp as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        raise HTTPException(HTTP_STATUS[ErrorCode.INVALID_OP], str(error)) from None
     submission = Submission(
         op=body.op,
         base_rev=body.rev,
@@ -147,7 +154,7 @@ async def submit_op(
     except DocumentGone as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from None
     except SubmitError as error:
-        raise HTTPException(_SUBMIT_STATUS.get(error.code, 400), error.message) from None
+        raise HTTPException(_status_of(error.code), error.message) from None
     return OpAccepted(rev=rev)
 
 
