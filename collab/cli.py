@@ -195,8 +195,18 @@ def token(args: argparse.Namespace) -> None:
     )
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Appends each option's default to its help, unless there is none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def parser() -> argparse.ArgumentParser:
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = _ShowDefaults
     root = argparse.ArgumentParser(
         prog="collab",
         description="A collaborative document editing server. Settings come from COLLAB_* "
@@ -224,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     p_serve.add_argument(
         "--log-level",
         default=os.environ.get("COLLAB_LOG_LEVEL", "info"),
-        help=f"one of {', '.join(LOG_LEVELS)}; the default comes from COLLAB_LOG_LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)}; COLLAB_LOG_LEVEL sets the default",
     )
     p_serve.set_defaults(func=serve)
 
