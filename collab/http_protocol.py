@@ -110,11 +110,14 @@ def _uvicorn_http_protocol() -> type[asyncio.Protocol]:
     return HttpToolsProtocol
 
 
-def guarded_http_protocol(handshake_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class, guarded as the module docstring says."""
-    base: Any = _uvicorn_http_protocol()
+def guarded_http_protocol(
+    handshake_timeout: float, base: type[asyncio.Protocol] | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (``base``, by default the one uvicorn would pick),
+    guarded as the module docstring says."""
+    guarded: Any = base or _uvicorn_http_protocol()
 
-    class HandshakeGuard(base):  # type: ignore[misc]
+    class HandshakeGuard(guarded):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._deadline: asyncio.TimerHandle | None = self.loop.call_later(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from collab.cli import uvicorn_config
+from collab.http_protocol import guarded_http_protocol
 from collab.settings import Settings
 from tests.support import SECRET, ServerProcess, free_port, migrate, token, wait_for
 
@@ -123,7 +125,9 @@ async def never_answers(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 @asynccontextmanager
-async def serving(backend: str) -> AsyncIterator[int]:
+async def serving(
+    backend: str, app: Any = never_answers, http: type[asyncio.Protocol] | None = None
+) -> AsyncIterator[int]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         jwt_secret=SECRET,
@@ -131,7 +135,9 @@ async def serving(backend: str) -> AsyncIterator[int]:
         handshake_timeout_seconds=1,
     )
     port = free_port()
-    config = uvicorn_config(never_answers, settings, "warning", host="127.0.0.1", port=port)
+    config = uvicorn_config(app, settings, "warning", host="127.0.0.1", port=port)
+    if http is not None:
+        config.http = guarded_http_protocol(settings.handshake_timeout_seconds, http)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -163,4 +169,17 @@ LEGACY_WARNINGS = (
 )
 async def test_an_upgrade_the_app_never_answers_is_dropped(backend: str) -> None:
     async with serving(backend) as port:
+        assert await exchange(port, upgrade("/ws/documents/doc")) == b""
+
+
+async def test_the_guard_holds_on_h11_too() -> None:
+    """Without httptools uvicorn parses HTTP with h11, which hands the upgrade over differently."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    async with serving("websockets-sansio", http=H11Protocol) as port:
+        long_query = upgrade(f"/ws/documents/doc?token={'a' * 9000}")
+        assert (await exchange(port, long_query)).startswith(b"HTTP/1.1 414 ")
+        many = upgrade("/ws/documents/doc", "X-Many: c\r\n" * 300)
+        assert (await exchange(port, many)).startswith(b"HTTP/1.1 431 ")
+        assert await exchange(port, b"GET /ws/documents/doc HTTP/1.1\r\n") == b""
         assert await exchange(port, upgrade("/ws/documents/doc")) == b""
