@@ -222,7 +222,7 @@ async def test_300_idle_documents_are_unloaded(
     server_factory: Callable[..., ServerProcess], record_property: Callable[[str, Any], None]
 ) -> None:
     raise_fd_limit(300)
-    server = server_factory(COLLAB_DOC_IDLE_SECONDS="1")
+    server = server_factory(COLLAB_DOC_IDLE_SECONDS="1", **MANY_FROM_ONE_PLACE)
     await idle_documents(server, 300, record_property)
 
 
@@ -231,5 +231,5 @@ async def test_1000_idle_documents_are_unloaded(
     server_factory: Callable[..., ServerProcess], record_property: Callable[[str, Any], None]
 ) -> None:
     raise_fd_limit(1000)
-    server = server_factory(COLLAB_DOC_IDLE_SECONDS="1")
+    server = server_factory(COLLAB_DOC_IDLE_SECONDS="1", **MANY_FROM_ONE_PLACE)
     await idle_documents(server, 1000, record_property)
