@@ -141,17 +141,26 @@ def guarded_http_protocol(
                 refuse(self.transport, *refusal)
                 return
             super().handle_websocket_upgrade(*event)
+            # The WebSocket protocol owns the transport now. The rest of the deadline is held
+            # by a timer that references the transport alone: this object, with its parser,
+            # is garbage from here on, not kept alive by its own timer.
+            if self._deadline is not None:
+                remaining = self._deadline.when() - self.loop.time()
+                self._deadline.cancel()
+                self._deadline = None
+                self.loop.call_later(remaining, _drop_unfinished_websocket, self.transport)
 
         def _handshake_expired(self) -> None:
             self._deadline = None
             transport: asyncio.Transport = self.transport
             if transport.is_closing():
                 return
-            current = transport.get_protocol()
-            if current is self:
-                if self.cycle is None:  # no request head has completed yet
-                    transport.close()
-            elif not websocket_handshake_done(current):
-                transport.close()
+            if transport.get_protocol() is self and self.cycle is None:
+                transport.close()  # no request head has completed yet
 
     return HandshakeGuard
+
+
+def _drop_unfinished_websocket(transport: asyncio.Transport) -> None:
+    if not transport.is_closing() and not websocket_handshake_done(transport.get_protocol()):
+        transport.close()
