@@ -477,7 +477,6 @@ class DocumentActor:
 
     def _close_all(self, code: CloseCode, reason: str) -> None:
         for peer in self._roster.clear():
-            self._metrics.connections -= 1
             peer.close(code, reason)
 
     async def _join(self, peer: Peer, since: int | None) -> None:
@@ -499,7 +498,6 @@ class DocumentActor:
         )
         self._send_all(protocol.join_frame(peer.client_id, peer.user_id, peer.name))
         self._roster.add(peer)
-        self._metrics.connections += 1
         self._pubsub.publish(
             self.doc_id, PeerSeen("join", peer.client_id, peer.user_id, peer.name, None, None)
         )
@@ -517,7 +515,6 @@ class DocumentActor:
     def _leave(self, peer: Peer) -> None:
         if not self._roster.remove(peer):
             return
-        self._metrics.connections -= 1
         self._send_all(protocol.leave_frame(peer.client_id, peer.user_id, peer.name))
         self._pubsub.publish(self.doc_id, PeerLeft(peer.client_id, peer.user_id, peer.name))
 

@@ -7,29 +7,67 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from http import HTTPStatus
 from importlib.resources import files
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collab import __version__
 from collab.connection import serve_socket
+from collab.errors import CollabError
 from collab.routers import dev, documents, misc
 from collab.services import Services, build_services, start_services
 from collab.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_CREDENTIALS_IN_QUERY = re.compile(r"((?:^|[?&])(?:ticket|token)=)[^&\s\"]*", re.IGNORECASE)
+# A query string inside a log line: from a "?" to the end of the URL.
+_QUERY_IN_TEXT = re.compile(r"\?[^\s\"]*")
+_QUERY_PIECE = re.compile(r"([^&;=]*)(=?)([^&;]*)")
+_CREDENTIAL_NAMES = ("token", "ticket")
+
+
+def _names_a_credential(raw_name: str) -> bool:
+    """Whether a query parameter's name, however it is spelled, could carry a credential.
+
+    The server reads names the way ``urllib.parse.parse_qsl`` does (percent-decoded, ``+`` as a
+    space), so the name is decoded until it stops changing before it is compared; any name that
+    then contains ``token`` or ``ticket`` in any case counts, which redacts more than the server
+    would read rather than less.
+    """
+    name = raw_name
+    for _ in range(4):
+        decoded = unquote_plus(name, errors="replace")
+        if decoded == name:
+            break
+        name = decoded
+    lowered = name.lower()
+    return any(word in lowered for word in _CREDENTIAL_NAMES)
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    def piece(part: re.Match[str]) -> str:
+        name, equals, value = part.groups()
+        if value and _names_a_credential(name):
+            return f"{name}{equals}[redacted]"
+        return part.group(0)
+
+    return _QUERY_PIECE.sub(piece, match.group(0))
 
 
 def redact(text: str) -> str:
-    """Hides ``ticket=`` and ``token=`` values in a path with a query string."""
-    return _CREDENTIALS_IN_QUERY.sub(r"\1[redacted]", text)
+    """Hides the value of every query parameter that names a credential, in any spelling."""
+    if "?" not in text:
+        return text
+    return _QUERY_IN_TEXT.sub(_redact_query, text)
 
 
 class RedactCredentials(logging.Filter):
@@ -52,11 +90,26 @@ class DropDenialMisreport(logging.Filter):
         return record.msg != "ASGI callable returned without completing handshake."
 
 
+class OneLineForInvalidUtf8(logging.Filter):
+    """uvicorn's sans-I/O backend logs a text frame that is not UTF-8 as an ERROR with a
+    traceback, every time, after closing the socket with 1007 as it should. Anyone can send
+    such frames, so each becomes one WARNING line: the event is kept, the log is not filled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Invalid UTF-8 sequence received from client.":
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "a text frame that is not UTF-8 was closed with 1007"
+        return True
+
+
 def install_log_redaction() -> None:
     for name, kind in (
         ("uvicorn.access", RedactCredentials),
         ("uvicorn.error", RedactCredentials),
         ("uvicorn.error", DropDenialMisreport),
+        ("uvicorn.error", OneLineForInvalidUtf8),
     ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):
@@ -88,7 +141,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     too_large = True
-                    raise _TooLarge
+                    raise BodyTooLarge(f"request body over {self.max_bytes} bytes")
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -99,7 +152,7 @@ class BodySizeLimit:
             started = True
             await send(message)
 
-        with suppress(_TooLarge):
+        with suppress(BodyTooLarge):
             await self.app(scope, limited_receive, guarded_send)
         if too_large and not started:
             await self._refuse(send)
@@ -109,7 +162,7 @@ class BodySizeLimit:
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
@@ -119,8 +172,8 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(CollabError):
+    """Raised inside the app's ``receive`` to stop a body that passes the limit; answered 413."""
 
 
 async def validation_failed(request: Request, error: Exception) -> Response:
@@ -185,7 +238,11 @@ def create_app(settings: Settings) -> FastAPI:
         description="Collaborative document editing: REST for documents and history; "
         "real-time editing over the WebSocket /ws/documents/{doc_id} (see docs/protocol.md).",
         lifespan=lifespan,
+        # FastAPI's own pages load their scripts from a CDN; /docs is served from the package.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_api_route("/docs", swagger_ui, include_in_schema=False)
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.include_router(documents.router)
     app.include_router(misc.router)
@@ -205,6 +262,19 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)
     return app
+
+
+async def swagger_ui(request: Request) -> HTMLResponse:
+    """Swagger UI for /openapi.json, from the assets vendored in ``static/swagger-ui``."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    assets = f"{root}/static/swagger-ui"
+    return get_swagger_ui_html(
+        openapi_url=f"{root}/openapi.json",
+        title="collab - API",
+        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger-ui.css",
+        swagger_favicon_url=f"{assets}/favicon-32x32.png",
+    )
 
 
 async def drain(app: FastAPI) -> None:

@@ -8,12 +8,17 @@ from typing import Any, Literal
 
 import jwt
 
+from collab.errors import CollabError
+from collab.settings import Settings
+
 Access = Literal["read", "write"]
 ALGORITHMS = ["HS256"]  # fixed here, never taken from the token's header
 
 
-class AuthError(Exception):
+class AuthError(CollabError):
     """The token is missing, malformed, badly signed, expired or otherwise unacceptable."""
+
+    code = "unauthenticated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,15 @@ def decode_token(
     except jwt.PyJWTError as error:
         raise AuthError(f"invalid token: {error}") from None
     return _principal(claims)
+
+
+def authenticate(token: str, settings: Settings) -> Principal:
+    """The principal of ``token`` under the server's settings (secret, audience, issuer)."""
+    if not settings.jwt_secret:
+        raise AuthError("the server has no JWT secret")
+    return decode_token(
+        token, settings.jwt_secret, audience=settings.jwt_audience, issuer=settings.jwt_issuer
+    )
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

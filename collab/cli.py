@@ -1,19 +1,25 @@
-"""The ``collab`` command: serve, migrate, token (SPEC §1)."""
+"""The collab command: serve, migrate, token."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import os
 import secrets
 import socket
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from collab.auth import Access, mint_token
 from collab.settings import Settings
 
 if TYPE_CHECKING:
+    import alembic.config
     import uvicorn
     from fastapi import FastAPI
 
@@ -38,19 +44,14 @@ def graceful_server(config: uvicorn.Config, app: FastAPI) -> uvicorn.Server:
     return GracefulServer(config)
 
 
-def ws_protocol(backend: str) -> str:
-    """uvicorn's ``ws`` option for a ``COLLAB_WS_BACKEND``: ``websockets-sansio`` is served by
-    collab's leaner subclass of uvicorn's protocol (see ``collab.ws_protocol``)."""
-    if backend == "websockets-sansio":
-        return "collab.ws_protocol:LeanWebSocketsSansIOProtocol"
-    return backend
-
-
 def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: object) -> Any:
     import uvicorn
 
+    from collab.http_protocol import guarded_http_protocol, ws_protocol
+
     return uvicorn.Config(
         app,
+        http=guarded_http_protocol(settings.handshake_timeout_seconds),
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,  # memory per connection, and compression side channels
         ws=ws_protocol(settings.ws_backend),
@@ -60,8 +61,37 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: ob
     )
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# The module each COLLAB_WS_BACKEND needs; the two websockets backends ship with uvicorn[standard].
+BACKEND_PACKAGES = {
+    "websockets-sansio": "websockets",
+    "websockets": "websockets",
+    "wsproto": "wsproto",
+}
+
+
+def missing_backend_package(
+    backend: str, find_spec: Callable[[str], object | None] = importlib.util.find_spec
+) -> str | None:
+    """The package ``backend`` needs when it is not installed, else None."""
+    package = BACKEND_PACKAGES[backend]
+    return package if find_spec(package) is None else None
+
+
+def load_settings() -> Settings:
+    """The settings, or one line naming the bad variable: never a pydantic traceback."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            field = str(item["loc"][0]) if item["loc"] else ""
+            problems.append(f"COLLAB_{field.upper()}: {item['msg']} (got {item['input']!r})")
+        raise SystemExit("collab: bad setting: " + "; ".join(problems)) from None
+
+
 def _settings_for_serve(dev: bool) -> Settings:
-    settings = Settings()
+    settings = load_settings()
     if dev:
         settings = settings.model_copy(update={"dev": True})
         if not settings.jwt_secret:
@@ -86,7 +116,20 @@ def run_worker(sock: socket.socket, settings_json: str, log_level: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
+    log_level = args.log_level.lower()
+    if log_level not in LOG_LEVELS:
+        raise SystemExit(
+            f"collab: --log-level (or COLLAB_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}, "
+            f"not {args.log_level!r}"
+        )
+    args.log_level = log_level
     settings = _settings_for_serve(args.dev)
+    missing = missing_backend_package(settings.ws_backend)
+    if missing is not None:
+        raise SystemExit(
+            f"collab: COLLAB_WS_BACKEND={settings.ws_backend} needs the {missing} package "
+            f"(pip install {missing}), or choose another backend"
+        )
     if args.workers > 1:
         from collab.cluster import serve_workers
 
@@ -100,15 +143,27 @@ def serve(args: argparse.Namespace) -> None:
     graceful_server(config, app).run()
 
 
-def migrate(args: argparse.Namespace) -> None:
-    from alembic import command
+def alembic_config(database_url: str) -> alembic.config.Config:
+    """Alembic's configuration for ``database_url``, with the scripts shipped in the package:
+    no ``alembic.ini`` and no source checkout needed (maintainers' ``alembic.ini`` points at the
+    same folder)."""
     from alembic.config import Config
 
-    settings = Settings()
-    root = Path(__file__).resolve().parent.parent
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
-    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    config = Config()
+    config.set_main_option("script_location", str(files("collab").joinpath("migrations")))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def migrate(args: argparse.Namespace) -> None:
+    from alembic import command
+
+    settings = load_settings()
+    config = alembic_config(settings.database_url)
+    # Alembic says which revisions it ran, as it does under alembic.ini's logging section.
+    alembic_log = logging.getLogger("alembic")
+    alembic_log.setLevel(logging.INFO)
+    alembic_log.addHandler(logging.StreamHandler())
     if args.revision.startswith("-") or args.downgrade:
         command.downgrade(config, args.revision)
     else:
@@ -123,9 +178,19 @@ def _doc_grant(value: str) -> tuple[str, Access]:
 
 
 def token(args: argparse.Namespace) -> None:
-    settings = Settings()
+    settings = load_settings()
     if not settings.jwt_secret:
         raise SystemExit("collab: COLLAB_JWT_SECRET is not set")
+    # Refuse what the server would refuse, rather than print a token nobody can use.
+    if not settings.secret_is_usable():
+        raise SystemExit(
+            "collab: COLLAB_JWT_SECRET is a placeholder or shorter than 32 bytes, which "
+            "collab serve refuses; set a real one (e.g. `openssl rand -hex 32`)"
+        )
+    if not args.sub.strip() or len(args.sub) > 256:
+        raise SystemExit("collab: --sub must be 1 to 256 characters, not blank")
+    if args.ttl <= 0:
+        raise SystemExit(f"collab: --ttl must be a positive number of seconds, not {args.ttl}")
     docs: dict[str, Access] | None = dict(args.doc) if args.doc else None
     print(
         mint_token(
@@ -140,34 +205,77 @@ def token(args: argparse.Namespace) -> None:
     )
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Appends each option's default to its help, unless there is none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="collab", description=__doc__)
+    defaults = _ShowDefaults
+    root = argparse.ArgumentParser(
+        prog="collab",
+        description="A collaborative document editing server. Settings come from COLLAB_* "
+        "environment variables or a .env file in the current directory.",
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
-    p_serve = commands.add_parser("serve", help="run the server")
-    p_serve.add_argument("--host", default="127.0.0.1")
-    p_serve.add_argument("--port", type=int, default=8000)
-    p_serve.add_argument("--dev", action="store_true", help="demo page and dev tokens")
-    p_serve.add_argument("--workers", type=int, default=1, help="processes (needs Redis)")
-    p_serve.add_argument("--log-level", default=os.environ.get("COLLAB_LOG_LEVEL", "info"))
+    p_serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. It needs COLLAB_JWT_SECRET (at least 32 bytes) unless "
+        "--dev is given.",
+        formatter_class=defaults,
+    )
+    p_serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p_serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p_serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="serve the demo page and mint demo tokens; makes a random JWT secret if none is set",
+    )
+    p_serve.add_argument(
+        "--workers", type=int, default=1, help="server processes (needs COLLAB_REDIS_URL)"
+    )
+    p_serve.add_argument(
+        "--log-level",
+        default=os.environ.get("COLLAB_LOG_LEVEL", "info"),
+        help=f"one of {', '.join(LOG_LEVELS)}; COLLAB_LOG_LEVEL sets the default",
+    )
     p_serve.set_defaults(func=serve)
 
-    p_migrate = commands.add_parser("migrate", help="alembic upgrade head")
-    p_migrate.add_argument("revision", nargs="?", default="head")
+    p_migrate = commands.add_parser(
+        "migrate",
+        help="upgrade the database to the latest schema",
+        description="Run the Alembic migrations shipped with collab against COLLAB_DATABASE_URL.",
+        formatter_class=defaults,
+    )
+    p_migrate.add_argument("revision", nargs="?", default="head", help="target revision")
     p_migrate.add_argument("--downgrade", action="store_true", help="downgrade to REVISION")
     p_migrate.set_defaults(func=migrate)
 
-    p_token = commands.add_parser("token", help="print a signed token")
-    p_token.add_argument("--sub", required=True)
-    p_token.add_argument("--name")
+    p_token = commands.add_parser(
+        "token",
+        help="print a signed token",
+        description="Print a token signed with COLLAB_JWT_SECRET (from the environment or "
+        ".env; at least 32 bytes), carrying COLLAB_JWT_AUDIENCE and COLLAB_JWT_ISSUER when set.",
+        formatter_class=defaults,
+    )
+    p_token.add_argument("--sub", required=True, help="the user id (1-256 characters)")
+    p_token.add_argument("--name", help="display name (default: the user id)")
     p_token.add_argument(
         "--doc",
         action="append",
         type=_doc_grant,
         default=[],
-        help="ID=read|write, repeatable; ID may be '*'",
+        help="ID=read or ID=write, repeatable; ID may be '*'. Without any, every document "
+        "may be written",
     )
-    p_token.add_argument("--ttl", type=int, default=3600)
+    p_token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     p_token.set_defaults(func=token)
     return root
 

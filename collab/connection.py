@@ -27,20 +27,19 @@ from starlette.types import Receive, Scope, Send
 
 from collab import ot, protocol
 from collab.actor import DocumentActor, DocumentGone, DocumentNotFound
-from collab.auth import Access, AuthError, Principal
-from collab.deps import DOC_ID_RE, authenticate
+from collab.auth import Access, AuthError, Principal, authenticate
 from collab.document import Submission
+from collab.errors import HTTP_STATUS, CloseCode, ErrorCode
+from collab.http_protocol import SEND_TEXT_NOW
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
 from collab.types import utcnow
-from collab.ws_protocol import SEND_TEXT_NOW
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
+TOO_MANY = HTTP_STATUS[ErrorCode.RATE_LIMITED]
+
 CLOSE_TIMEOUT = 5.0
 
 
@@ -120,7 +119,7 @@ class Connection:
             frames = self._frames = deque()
         elif len(frames) >= self._services.settings.send_queue_limit:
             self._services.metrics.send_queue_drops += 1
-            self.close(CLOSE_TRY_AGAIN, "too slow: reconnect with ?since=", flush=False)
+            self.close(CloseCode.TRY_AGAIN, "too slow: reconnect with ?since=", flush=False)
             return
         frames.append(frame)
         self._start_writer()
@@ -216,7 +215,7 @@ class Connection:
             try:
                 await actor.join(self, since)
             except DocumentGone:
-                self.close(1001, "document unloaded")
+                self.close(CloseCode.GOING_AWAY, "document unloaded")
             else:
                 await self._read_loop(actor)
         finally:
@@ -250,14 +249,18 @@ class Connection:
                 text: str | None = message.get("text")
                 if text is None:
                     self.send(
-                        protocol.error_frame("bad_message", "frames are JSON text, not binary")
+                        protocol.error_frame(
+                            ErrorCode.BAD_MESSAGE, "frames are JSON text, not binary"
+                        )
                     )
                     continue
                 if len(text) > max_bytes or (
                     len(text) * 4 > max_bytes
                     and len(text.encode("utf-8", "surrogatepass")) > max_bytes
                 ):
-                    self.close(CLOSE_TOO_BIG, f"frame larger than {max_bytes} bytes", flush=False)
+                    self.close(
+                        CloseCode.TOO_LARGE, f"frame larger than {max_bytes} bytes", flush=False
+                    )
                     return
                 try:
                     await self._handle(text, actor)
@@ -284,17 +287,21 @@ class Connection:
 
     async def _handle_op(self, frame: OpFrame, actor: DocumentActor) -> None:
         if self.access != "write":
-            raise ProtocolError("read_only", "this connection may only read", frame.seq)
+            raise ProtocolError(ErrorCode.READ_ONLY, "this connection may only read", frame.seq)
         now = time.monotonic()
         if self._op_bucket is None:
             settings = self._services.settings
             self._op_bucket = TokenBucket(settings.ops_per_second, settings.ops_burst, now)
         if not self._op_bucket.take(now):
-            raise ProtocolError("rate_limited", "too many ops; slow down", frame.seq)
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many ops; slow down", frame.seq)
+        if not self._services.limits.user_ops.take(self.user_id, now):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, "too many ops from this user; slow down", frame.seq
+            )
         try:
             ot.check(frame.op)
         except ot.InvalidOp as error:
-            raise ProtocolError("invalid_op", str(error), frame.seq) from None
+            raise ProtocolError(ErrorCode.INVALID_OP, str(error), frame.seq) from None
         submission = Submission(frame.op, frame.rev, frame.src, frame.seq, self.user_id)
         await actor.submit_from_peer(submission, self)
 
@@ -308,7 +315,9 @@ class Connection:
         if not self._presence_bucket.take(now):
             if now - self._presence_warned_at >= 1.0:
                 self._presence_warned_at = now
-                raise ProtocolError("rate_limited", "too many presence updates; some dropped")
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "too many presence updates; some dropped"
+                )
             return
         cursor = None if frame.cursor is None else frame.cursor.model_dump()
         await actor.presence(self, cursor, frame.rev)
@@ -322,7 +331,7 @@ async def deny(scope: Scope, receive: Receive, send: Send, status: int, detail: 
     if "websocket.http.response" in (scope.get("extensions") or {}):
         await JSONResponse({"detail": detail}, status)(scope, receive, send)
     else:
-        await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": detail})
+        await send({"type": "websocket.close", "code": CloseCode.POLICY, "reason": detail})
 
 
 def origin_allowed(scope: Scope, headers: Headers, services: Services) -> bool:
@@ -346,6 +355,9 @@ async def _principal(
         principal = await services.tickets.redeem(ticket, doc_id)
         if principal is None:
             raise AuthError("unknown, used or expired ticket")
+        if principal.expires_at <= time.time():
+            # A ticket lives 30 s, but never longer than the token it was issued for.
+            raise AuthError("the token this ticket was issued for has expired")
         return principal
     token = params.get("token")
     if token is None:
@@ -359,7 +371,7 @@ async def _principal(
 def _since(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 10:
+    if not value.isdigit() or len(value) > 10 or int(value) > protocol.MAX_INT:
         raise ValueError(value)
     return int(value)
 
@@ -371,7 +383,7 @@ async def serve_socket(
     if services.draining:
         await deny(scope, receive, send, 503, "the server is shutting down")
         return
-    if not DOC_ID_RE.match(doc_id):
+    if not protocol.is_doc_id(doc_id):
         await deny(scope, receive, send, 404, "invalid document id")
         return
     # Parsed for the handshake only: the connection keeps none of it.
@@ -395,51 +407,70 @@ async def serve_socket(
         await deny(scope, receive, send, 400, "since must be a revision number")
         return
     del headers, params
-    # A reader cannot create the document: refuse a missing one without starting an actor.
-    if (
-        access != "write"
-        and services.registry.loaded(doc_id) is None
-        and await services.store.get_document(doc_id) is None
-    ):
-        await deny(scope, receive, send, 404, f"no document {doc_id!r}")
+    limits = services.limits
+    address = (scope.get("client") or ("unknown",))[0]
+    if not limits.user_connections.acquire(principal.sub):
+        await deny(scope, receive, send, TOO_MANY, "too many connections for this user")
         return
-
-    lease = services.registry.lease(doc_id)
+    if not limits.address_connections.acquire(address):
+        limits.user_connections.release(principal.sub)
+        await deny(scope, receive, send, TOO_MANY, "too many connections from this address")
+        return
+    # Released in the finally below, however the connection ends; one function rather than a
+    # helper, so an idle connection holds one coroutine frame here, not two.
     try:
-        actor = await lease.__aenter__()
-    except DocumentNotFound:
-        if access != "write":
+        # A reader cannot create the document: refuse a missing one without starting an actor.
+        if (
+            access != "write"
+            and services.registry.loaded(doc_id) is None
+            and await services.store.get_document(doc_id) is None
+        ):
             await deny(scope, receive, send, 404, f"no document {doc_id!r}")
             return
-        await services.store.create_document(doc_id, "", "", utcnow())
-        # A concurrent first joiner may have started an actor whose load ran before the row
-        # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
-        for attempt in range(3):
-            lease = services.registry.lease(doc_id)
-            try:
-                actor = await lease.__aenter__()
-                break
-            except DocumentNotFound:
-                if attempt == 2:
-                    raise
-    # The lease is left by hand rather than through `async with` or an AsyncExitStack: it is
-    # taken in two places above, and a stack would stay allocated for the whole connection.
-    try:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
-        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
-        connection = Connection(receive, send, principal, access, services, send_now)
-        expiry = asyncio.get_running_loop().call_later(
-            max(0.0, principal.expires_at - time.time()),
-            connection.close,
-            CLOSE_POLICY,
-            "token expired",
-        )
+
+        lease = services.registry.lease(doc_id)
         try:
-            await connection.run(actor, since)
+            actor = await lease.__aenter__()
+        except DocumentNotFound:
+            if access != "write":
+                await deny(scope, receive, send, 404, f"no document {doc_id!r}")
+                return
+            await services.store.create_document(doc_id, "", "", utcnow())
+            # A concurrent first joiner may have started an actor whose load ran before the row
+            # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
+            for attempt in range(3):
+                lease = services.registry.lease(doc_id)
+                try:
+                    actor = await lease.__aenter__()
+                    break
+                except DocumentNotFound:
+                    if attempt == 2:
+                        raise
+        # The lease is left by hand rather than through `async with` or an AsyncExitStack: it is
+        # taken in two places above, and a stack would stay allocated for the whole connection.
+        try:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+            send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
+            connection = Connection(receive, send, principal, access, services, send_now)
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, principal.expires_at - time.time()),
+                connection.close,
+                CloseCode.POLICY,
+                "token expired",
+            )
+            # Counted here, where the socket's life begins and ends, so that every way it can end
+            # (the client leaves, a delete or unload closes it, the transport fails) uncounts it.
+            services.metrics.connections += 1
+            try:
+                await connection.run(actor, since)
+            finally:
+                services.metrics.connections -= 1
+                expiry.cancel()
         finally:
-            expiry.cancel()
+            await lease.__aexit__(None, None, None)
     finally:
-        await lease.__aexit__(None, None, None)
+        limits.user_connections.release(principal.sub)
+        limits.address_connections.release(address)

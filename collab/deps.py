@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from collab.auth import Access, AuthError, Principal, decode_token
+from collab.auth import Access, AuthError, Principal, authenticate
+from collab.protocol import DOC_ID_DESCRIPTION, DOC_ID_PATTERN
 from collab.services import Services
 from collab.settings import Settings
 from collab.storage import Store
-
-DOC_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
-DOC_ID_RE = re.compile(DOC_ID_PATTERN)
 
 
 def get_services(request: Request) -> Services:
@@ -39,14 +36,6 @@ StoreDep = Annotated[Store, Depends(get_store)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def authenticate(token: str, settings: Settings) -> Principal:
-    if not settings.jwt_secret:
-        raise AuthError("the server has no JWT secret")
-    return decode_token(
-        token, settings.jwt_secret, audience=settings.jwt_audience, issuer=settings.jwt_issuer
-    )
-
-
 def get_principal(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -61,7 +50,7 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-DocIdPath = Annotated[str, Path(pattern=DOC_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ -")]
+DocIdPath = Annotated[str, Path(pattern=DOC_ID_PATTERN, description=DOC_ID_DESCRIPTION)]
 
 
 def require(principal: Principal, doc_id: str, needed: Access) -> None:

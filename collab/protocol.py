@@ -7,6 +7,7 @@ shared by every peer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from collab import ot
+from collab.errors import CollabError, ErrorCode
 from collab.types import StoredOp
 
 # A cursor as the server relays it: {"anchor": …, "head": …}.
@@ -22,18 +24,24 @@ CursorDict = dict[str, int]
 # Revisions and seqs are stored in 32-bit integer columns.
 MAX_INT = 2**31 - 1
 
-ErrorCode = Literal[
-    "bad_json", "bad_message", "invalid_op", "bad_revision", "read_only", "rate_limited"
-]
+# Document ids (SPEC §4). Python's ``$`` also matches before a trailing newline, so code checks
+# ids with ``is_doc_id`` (a full match); the anchored pattern is for pydantic and /openapi.json,
+# whose regex engines (pydantic-core's Rust regex, JSON Schema's ECMAScript) read ``$`` as the end.
+DOC_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+DOC_ID_DESCRIPTION = "1-128 of A-Z a-z 0-9 . _ -"
+_DOC_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-class ProtocolError(Exception):
+def is_doc_id(value: str) -> bool:
+    return _DOC_ID.fullmatch(value) is not None
+
+
+class ProtocolError(CollabError):
     """A frame refused with an ``error`` frame; the connection stays open."""
 
     def __init__(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, code)
         self.code: ErrorCode = code
-        self.message = message
         self.seq = seq
 
 
@@ -70,17 +78,17 @@ def decode_client_frame(data: str | bytes) -> OpFrame | PresenceFrame:
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        raise ProtocolError("bad_json", f"not valid JSON: {error}") from None
+        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {error}") from None
     if not isinstance(raw, dict):
-        raise ProtocolError("bad_message", "a frame is a JSON object with a 'type'")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a frame is a JSON object with a 'type'")
     kind = raw.get("type")
     if kind not in _KNOWN_TYPES:
-        raise ProtocolError("bad_message", f"unknown frame type {kind!r}")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown frame type {kind!r}")
     try:
         return _client_frame.validate_python(raw)
     except ValidationError as error:
         seq = raw.get("seq") if kind == "op" and _is_int(raw.get("seq")) else None
-        raise ProtocolError("bad_message", _describe(error), seq) from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, _describe(error), seq) from None
 
 
 def _is_int(value: object) -> bool:

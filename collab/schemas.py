@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from collab.deps import DOC_ID_PATTERN
-from collab.protocol import MAX_INT
+from collab.protocol import DOC_ID_DESCRIPTION, DOC_ID_PATTERN, MAX_INT
 
-DocId = Annotated[str, Field(pattern=DOC_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ -")]
+DocId = Annotated[str, Field(pattern=DOC_ID_PATTERN, description=DOC_ID_DESCRIPTION)]
 Revision = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 
 

@@ -13,6 +13,7 @@ from collab.db import SessionFactory, create_engine, create_session_factory, cre
 from collab.metrics import Metrics
 from collab.pubsub.base import PubSub
 from collab.pubsub.local import LocalPubSub
+from collab.ratelimit import ConnectionCounts, KeyedBuckets, Limits
 from collab.registry import Registry
 from collab.settings import Settings
 from collab.storage import SqlStore, Store, create_committer
@@ -32,6 +33,7 @@ class Services:
     metrics: Metrics
     draining: bool = False
     readiness_probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits.unlimited)
 
     async def close(self) -> None:
         """Releases what ``build_services`` built (after the registry has drained)."""
@@ -83,6 +85,11 @@ def build_services(settings: Settings) -> Services:
         registry=registry,
         tickets=MemoryTicketStore(),
         metrics=metrics,
+        limits=Limits(
+            user_ops=KeyedBuckets(settings.user_ops_per_second, settings.user_ops_burst),
+            user_connections=ConnectionCounts(settings.max_connections_per_user),
+            address_connections=ConnectionCounts(settings.max_connections_per_address),
+        ),
     )
 
 

@@ -36,8 +36,13 @@ class Settings(BaseSettings):
     ops_burst: float = Field(default=2000.0, gt=0)
     presence_per_second: float = Field(default=30.0, gt=0)
     presence_burst: float = Field(default=60.0, gt=0)
+    user_ops_per_second: float = Field(default=2000.0, gt=0)
+    user_ops_burst: float = Field(default=4000.0, gt=0)
+    max_connections_per_user: int = Field(default=100, gt=0)
+    max_connections_per_address: int = Field(default=1000, gt=0)
     ticket_ttl_seconds: int = Field(default=30, gt=0)
     ws_backend: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("sqlite_synchronous")
     @classmethod

@@ -10,7 +10,9 @@ reader (ASGI's ``receive``) and a flag with lazily created waiters; the handshak
 dropped once the handshake is over. Every frame and close code on the wire is uvicorn's own.
 
 The swaps happen only when uvicorn built the objects this module expects, so a uvicorn that
-changes its internals degrades to its own protocol rather than breaking.
+changes its internals degrades to its own protocol rather than breaking. Beyond that, the class
+is only chosen on the uvicorn versions it is tested on (``collab.http_protocol.ws_protocol``,
+``LEAN_PROTOCOL_TESTED``); any other version is served by uvicorn's own protocol.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
-# The scope extension under which the protocol offers :meth:`LeanWebSocketsSansIOProtocol.
-# send_text_now` to the application.
-SEND_TEXT_NOW = "collab.send_text_now"
+from collab.http_protocol import SEND_TEXT_NOW
 
 
 class MessageQueue:

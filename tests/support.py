@@ -26,6 +26,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+from collab import cli
 from collab.app import create_app
 from collab.auth import mint_token
 from collab.settings import Settings
@@ -36,11 +37,7 @@ COLLAB = str(Path(sys.executable).with_name("collab"))
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["configure_logger"] = False
-    return config
+    return cli.alembic_config(url)
 
 
 def migrate(url: str, revision: str = "head") -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from collab.auth import decode_token
-from collab.cli import _doc_grant, _settings_for_serve
+from collab.cli import _doc_grant, _settings_for_serve, missing_backend_package
 from tests.support import COLLAB, SECRET, free_port
 
 
@@ -197,3 +197,95 @@ def test_serve_dev_starts_without_a_secret(
     log = (tmp_path / "serve.log").read_text()
     assert "random JWT secret" in log
     assert token not in log
+
+
+# -- refusing what the server would refuse, in one line ----------------------------------------
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "secret", "expected"),
+    [
+        (["--sub", "alice"], "too-short", "COLLAB_JWT_SECRET"),
+        (["--sub", "alice"], "changeme", "COLLAB_JWT_SECRET"),
+        (["--sub", ""], SECRET, "--sub"),
+        (["--sub", "   "], SECRET, "--sub"),
+        (["--sub", "a" * 257], SECRET, "--sub"),
+        (["--sub", "alice", "--ttl", "0"], SECRET, "--ttl"),
+        (["--sub", "alice", "--ttl", "-60"], SECRET, "--ttl"),
+    ],
+)
+def test_token_refuses_what_the_server_would_refuse(
+    tmp_path: Path, args: list[str], secret: str, expected: str
+) -> None:
+    line = _one_line_failure(_run(tmp_path, "token", *args, COLLAB_JWT_SECRET=secret))
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "expected"),
+    [
+        (["serve"], {"COLLAB_LOG_LEVEL": "LOUD"}, "COLLAB_LOG_LEVEL"),
+        (["serve"], {"COLLAB_SQLITE_SYNCHRONOUS": "SOMETIMES"}, "COLLAB_SQLITE_SYNCHRONOUS"),
+        (["serve"], {"COLLAB_WS_BACKEND": "carrier-pigeon"}, "COLLAB_WS_BACKEND"),
+        (["serve"], {"COLLAB_MAX_MESSAGE_BYTES": "lots"}, "COLLAB_MAX_MESSAGE_BYTES"),
+        (["migrate"], {"COLLAB_SNAPSHOT_EVERY": "0"}, "COLLAB_SNAPSHOT_EVERY"),
+        (["token", "--sub", "a"], {"COLLAB_DOC_IDLE_SECONDS": "-1"}, "COLLAB_DOC_IDLE_SECONDS"),
+    ],
+)
+def test_a_bad_setting_ends_with_one_clear_line(
+    tmp_path: Path, command: list[str], env: dict[str, str], expected: str
+) -> None:
+    line = _one_line_failure(_run(tmp_path, *command, COLLAB_JWT_SECRET=SECRET, **env))
+    assert line.startswith("collab: ") and expected in line
+
+
+def test_a_backend_whose_package_is_missing_is_named() -> None:
+    def nothing_installed(name: str) -> None:
+        return None
+
+    assert missing_backend_package("wsproto", nothing_installed) == "wsproto"
+    assert missing_backend_package("websockets-sansio", nothing_installed) == "websockets"
+    assert missing_backend_package("wsproto") is None  # the test extras install it
+
+
+def test_serve_names_the_missing_backend_package(tmp_path: Path) -> None:
+    """A documented backend whose package is absent: one line, not uvicorn's traceback."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    # A sitecustomize that makes importlib report wsproto as absent, as on a bare install.
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.util\n"
+        "_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = (\n"
+        "    lambda name, *a: None if name == 'wsproto' else _find(name, *a)\n"
+        ")\n"
+    )
+    result = _run(
+        tmp_path, "serve", COLLAB_JWT_SECRET=SECRET, COLLAB_WS_BACKEND="wsproto",
+        PYTHONPATH=str(blocker),
+    )
+    line = _one_line_failure(result)
+    assert "pip install wsproto" in line
+
+
+def test_help_texts_show_defaults_and_the_secret_without_markup() -> None:
+    for command in ([], ["serve"], ["migrate"], ["token"]):
+        result = subprocess.run(
+            [COLLAB, *command, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0
+        text = result.stdout
+        assert "``" not in text and "SPEC" not in text and "§" not in text, text
+    serve = subprocess.run([COLLAB, "serve", "--help"], capture_output=True, text=True).stdout
+    assert "default: 8000" in serve and "COLLAB_JWT_SECRET" in serve
+    token_help = subprocess.run([COLLAB, "token", "--help"], capture_output=True, text=True).stdout
+    assert "COLLAB_JWT_SECRET" in token_help and "default: 3600" in token_help

@@ -21,10 +21,10 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from collab.app import create_app
-from collab.cli import uvicorn_config, ws_protocol
+from collab.cli import uvicorn_config
+from collab.http_protocol import LEAN_PROTOCOL, SEND_TEXT_NOW, ws_protocol
 from collab.settings import Settings
 from collab.ws_protocol import (
-    SEND_TEXT_NOW,
     Flag,
     LeanWebSocketsSansIOProtocol,
     MessageQueue,
@@ -247,7 +247,65 @@ async def test_other_websocket_paths_still_meet_the_router(lean_settings: Settin
             assert refused.value.response.status_code == 403
 
 
-def test_only_the_default_backend_is_swapped() -> None:
-    assert ws_protocol("websockets-sansio") == "collab.ws_protocol:LeanWebSocketsSansIOProtocol"
+def test_only_the_default_backend_is_swapped_and_only_on_tested_uvicorns() -> None:
+    assert ws_protocol("websockets-sansio", uvicorn.__version__) == LEAN_PROTOCOL
+    assert ws_protocol("websockets-sansio") == LEAN_PROTOCOL  # the installed uvicorn is tested
+    for untested in ("0.34.3", "0.55.0", "1.0.0", "0.54", "dev"):
+        expected = LEAN_PROTOCOL if untested == "0.54" else "websockets-sansio"
+        assert ws_protocol("websockets-sansio", untested) == expected, untested
     assert ws_protocol("websockets") == "websockets"
     assert ws_protocol("wsproto") == "wsproto"
+
+
+async def test_an_untested_uvicorn_is_served_by_its_own_protocol(lean_settings: Settings) -> None:
+    """The fallback path end to end: uvicorn's stock sans-I/O protocol, no synchronous send,
+    and the editing session works the same."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    app = create_app(lean_settings)
+    config = uvicorn_config(app, lean_settings, "warning", host="127.0.0.1", port=free_port())
+    config.ws = ws_protocol("websockets-sansio", "9.9.9")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started or task.done(), timeout=30)
+        async with connect(ws_url(server, "fallback", token=token())) as ws:
+            init = json.loads(await ws.recv())
+            assert init["type"] == "init"
+            [protocol] = list(server.server_state.connections)
+            assert type(protocol) is WebSocketsSansIOProtocol
+            assert SEND_TEXT_NOW not in protocol.scope["extensions"]
+            await ws.send(json.dumps({"type": "op", "rev": 0, "op": ["hi"], "src": "s", "seq": 1}))
+            ack = json.loads(await ws.recv())
+            assert (ack["type"], ack["rev"]) == ("ack", 1)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+def test_the_transport_edge_needs_no_fastapi() -> None:
+    """connection.py is plain ASGI: importing it loads neither FastAPI nor its dependencies."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, collab.connection; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi' "
+        "or m in ('collab.deps', 'collab.ws_protocol')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_deliberate_error_shares_the_one_base() -> None:
+    from collab.app import BodyTooLarge
+    from collab.auth import AuthError
+    from collab.errors import CollabError, ErrorCode
+    from collab.protocol import ProtocolError
+
+    for kind in (AuthError, BodyTooLarge, ProtocolError):
+        assert issubclass(kind, CollabError), kind
+    error = ProtocolError(ErrorCode.READ_ONLY, "no", 3)
+    assert (error.code, error.message, error.seq) == ("read_only", "no", 3)

@@ -924,3 +924,47 @@ async def test_two_hundred_concurrent_stale_writers(client_with: ClientFactory) 
     assert revs == sorted(revs)
     assert revs[0] == 0
     assert 180 <= revs[-1] <= 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/documents/d/history?since={n}", None),
+        ("GET", "/documents/d/history?limit={n}", None),
+        ("GET", "/documents/d/content?rev={n}", None),
+        ("GET", "/documents?limit={n}", None),
+        ("POST", "/documents/d/ops", {"rev": "{n}", "op": []}),
+        ("POST", "/documents/d/ops", {"rev": 0, "op": [], "src": "s", "seq": "{n}"}),
+    ],
+)
+@pytest.mark.parametrize("number", [10**30, -(10**30), 2**31])
+async def test_every_integer_parameter_is_bounded(
+    app_client: httpx.AsyncClient, method: str, path: str, body: Any, number: int
+) -> None:
+    """A huge or negative integer anywhere is a 422, never a 500 from an overflow."""
+    await create(app_client, "d")
+    raw = None
+    if body is not None:
+        raw = json.dumps(body).replace('"{n}"', str(number))
+    response = await app_client.request(
+        method,
+        path.format(n=number),
+        content=raw,
+        headers={**WRITER, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+
+
+async def test_the_api_docs_page_needs_no_internet(app_client: httpx.AsyncClient) -> None:
+    """/docs loads Swagger UI from the package: every asset it names is served here."""
+    page = await app_client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    referenced = [a or b for a, b in urls]
+    assert referenced, page.text
+    assert not [u for u in referenced if "//" in u], referenced  # nothing from another host
+    for url in referenced:
+        response = await app_client.get(url)
+        assert response.status_code == 200, url
+        assert response.content, url
+    assert (await app_client.get("/redoc")).status_code == 404  # its scripts would be a CDN's

@@ -9,6 +9,7 @@ and leave both the document and every other client untouched.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -84,6 +85,22 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Per-user and per-address limits small enough to reach; the user op bucket barely refills."""
+    server = _server(
+        tmp_path_factory,
+        "limited",
+        COLLAB_DOC_IDLE_SECONDS="3600",
+        COLLAB_MAX_CONNECTIONS_PER_USER="2",
+        COLLAB_MAX_CONNECTIONS_PER_ADDRESS="3",
+        COLLAB_USER_OPS_PER_SECOND="0.001",
+        COLLAB_USER_OPS_BURST="3",
+    )
+    yield server
+    server.stop()
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -143,9 +160,13 @@ async def refused(
 
 async def settle(server: ServerProcess) -> None:
     """Waits until the server has seen every closed connection leave."""
+    await wait_for_connections(server, 0)
+
+
+async def wait_for_connections(server: ServerProcess, count: int) -> None:
     deadline = time.monotonic() + 10
-    while (await metrics(server))["collab_connections"] != 0:
-        assert time.monotonic() < deadline, "connections never dropped to 0"
+    while (await metrics(server))["collab_connections"] != count:
+        assert time.monotonic() < deadline, f"collab_connections never came to {count}"
         await asyncio.sleep(0.02)
 
 
@@ -203,10 +224,20 @@ async def test_read_only_token_on_missing_document_is_refused_with_404(gate: Ser
     assert status == 404
 
 
-async def test_invalid_document_id_is_refused(gate: ServerProcess) -> None:
-    async with no_work_done(gate, "x" * 129, token("admin")):
-        status, _ = await refused(gate.ws_url("x" * 129), auth())
+@pytest.mark.parametrize(
+    ("raw", "doc"), [("x" * 129, "x" * 129), ("abc%0A", "abc\n"), ("abc%0D%0A", "abc\r\n")]
+)
+async def test_invalid_document_id_is_refused(gate: ServerProcess, raw: str, doc: str) -> None:
+    """One full-match rule: an id with a trailing newline is no id, on the socket as on REST."""
+    admin = token("admin")
+    async with no_work_done(gate, doc, admin):
+        status, _ = await refused(gate.ws_url(raw), auth())
     assert status == 404
+    async with local_http(gate) as client:
+        rest = await client.get(f"/documents/{raw}", headers=bearer(admin))
+        ticket = await client.post("/tickets", json={"doc": doc}, headers=bearer(admin))
+    assert rest.status_code == 422
+    assert ticket.status_code == 422
 
 
 # -- handshake refusals: origins ----------------------------------------------------------------
@@ -305,6 +336,22 @@ async def test_expired_ticket_is_refused(guarded: ServerProcess) -> None:
     async with no_work_done(guarded, doc, good_token(AUDIENCE, ISSUER)):
         status, _ = await refused(guarded.ws_url(doc, ticket=ticket))
     assert status == 403
+
+
+async def test_ticket_of_a_token_that_has_since_expired_is_refused(gate: ServerProcess) -> None:
+    """SPEC §2: refused at the handshake (403), not accepted and then closed with 1008."""
+    doc = new_doc()
+    short_lived = token("ursula", ttl=2)
+    expires_at = json.loads(
+        base64.urlsafe_b64decode(short_lived.split(".")[1] + "==")
+    )["exp"]
+    ticket = await ticket_for(gate, doc, short_lived)
+    # The token's expiry is a clock condition: wait until it has surely passed.
+    await wait_for(lambda: time.time() > expires_at + 0.2, timeout=10)
+    async with no_work_done(gate, doc, token("admin")):
+        status, body = await refused(gate.ws_url(doc, ticket=ticket))
+    assert status == 403
+    assert "expired" in body["detail"]
 
 
 async def test_ticket_needs_a_readable_document(gate: ServerProcess) -> None:
@@ -630,6 +677,21 @@ async def test_token_expiring_mid_session_closes_with_1008(strict: ServerProcess
         await assert_undisturbed(strict, doc, before, bob)
 
 
+async def test_invalid_utf8_closes_1007_and_logs_one_line_at_most(strict: ServerProcess) -> None:
+    doc = new_doc()
+    logged_before = strict.logs()
+    for _ in range(3):
+        async with joined(strict, doc, "mallory") as ws:
+            await ws.send(b'{"type":"op","\xff\xfe"}', text=True)
+            assert await close_code(ws) == 1007
+    await settle(strict)
+    logged = strict.logs()[len(logged_before) :]
+    assert "Traceback" not in logged
+    lines = [line for line in logged.splitlines() if "UTF-8" in line]
+    assert len(lines) == 3, logged
+    assert all("ERROR" not in line for line in lines)
+
+
 async def test_deleted_document_closes_its_clients_with_4404(strict: ServerProcess) -> None:
     doc, elsewhere = new_doc(), new_doc()
     await create(strict, doc, "hello")
@@ -645,4 +707,56 @@ async def test_deleted_document_closes_its_clients_with_4404(strict: ServerProce
             assert first.close_reason == "document deleted"
             gone = await client.get(f"/documents/{doc}", headers=auth("admin"))
             assert gone.status_code == 404
+        # Every close path releases what it counted: only bob is still connected.
+        await wait_for_connections(strict, 1)
         await assert_undisturbed(strict, elsewhere, before, bob)
+
+
+# -- per-user and per-address limits ----------------------------------------------------------
+
+
+async def test_connections_are_limited_per_user_and_per_address(limited: ServerProcess) -> None:
+    doc = new_doc()
+    async with joined(limited, doc, "ada"), joined(limited, doc, "ada"):
+        status, body = await refused(limited.ws_url(doc), auth("ada"))
+        assert (status, body["detail"]) == (429, "too many connections for this user")
+        async with joined(limited, doc, "bob"):
+            status, body = await refused(limited.ws_url(doc), auth("cyd"))
+            assert (status, body["detail"]) == (429, "too many connections from this address")
+    await settle(limited)
+    # Every close released what it held: the same user and address may connect again.
+    async with joined(limited, doc, "ada"), joined(limited, doc, "ada"), \
+            joined(limited, doc, "cyd"):
+        pass
+    await settle(limited)
+
+
+async def test_ops_are_limited_per_user_across_rest_and_sockets(limited: ServerProcess) -> None:
+    doc = new_doc()
+    await create(limited, doc, "")
+    async with local_http(limited) as client:
+        for seq in (1, 2):
+            response = await client.post(
+                f"/documents/{doc}/ops",
+                json={"rev": 0, "op": ["x"], "src": "rest", "seq": seq},
+                headers=auth("eve"),
+            )
+            assert response.status_code == 200, response.text
+        async with joined(limited, doc, "eve") as ws:
+            await ws.send(op(2, ["y"], "sock", 1))
+            ack = await frames_until(ws, lambda f: f["type"] in ("ack", "error"))
+            assert ack[-1]["type"] == "ack"
+            # The user's third op used the burst: the next, on either path, is refused.
+            await ws.send(op(3, ["z"], "sock", 2))
+            error = (await frames_until(ws, lambda f: f["type"] == "error"))[-1]
+            assert (error["code"], error["seq"]) == ("rate_limited", 2)
+        response = await client.post(
+            f"/documents/{doc}/ops", json={"rev": 3, "op": ["w"]}, headers=auth("eve")
+        )
+        assert response.status_code == 429
+        # Another user is not held back by eve's limit.
+        response = await client.post(
+            f"/documents/{doc}/ops", json={"rev": 3, "op": ["v"]}, headers=auth("fay")
+        )
+        assert response.status_code == 200
+    await settle(limited)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from datetime import datetime
 from typing import Annotated
 
@@ -11,8 +12,10 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from collab import ot
 from collab.actor import DocumentGone, DocumentNotFound
-from collab.deps import DOC_ID_RE, DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
+from collab.deps import DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
 from collab.document import Submission, SubmitError
+from collab.errors import HTTP_STATUS, ErrorCode
+from collab.protocol import MAX_INT, is_doc_id
 from collab.schemas import (
     ContentAt,
     DocumentCreate,
@@ -31,10 +34,16 @@ from collab.types import DocumentInfo, utcnow
 router = APIRouter(
     prefix="/documents",
     tags=["documents"],
-    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
 )
 
-_SUBMIT_STATUS = {"invalid_op": 422, "bad_revision": 409, "read_only": 403}
+
+def _status_of(code: str) -> int:
+    """The HTTP status of an error code (collab.errors); 400 for one the table does not know."""
+    try:
+        return HTTP_STATUS[ErrorCode(code)]
+    except ValueError:
+        return status.HTTP_400_BAD_REQUEST
 
 
 def _not_found(doc_id: str) -> HTTPException:
@@ -60,7 +69,7 @@ def _decode_cursor(cursor: str) -> str:
         doc_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII cursor
         doc_id = ""
-    if not DOC_ID_RE.match(doc_id):
+    if not is_doc_id(doc_id):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
     return doc_id
 
@@ -123,10 +132,12 @@ async def submit_op(
 ) -> OpAccepted:
     """Submit an op made at revision `rev`; it is transformed, stored and broadcast."""
     require(principal, doc_id, "write")
+    if not services.limits.user_ops.take(principal.sub, time.monotonic()):
+        raise HTTPException(HTTP_STATUS[ErrorCode.RATE_LIMITED], "too many ops; slow down")
     try:
         ot.check(body.op)
     except ot.InvalidOp as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        raise HTTPException(HTTP_STATUS[ErrorCode.INVALID_OP], str(error)) from None
     submission = Submission(
         op=body.op,
         base_rev=body.rev,
@@ -143,7 +154,7 @@ async def submit_op(
     except DocumentGone as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from None
     except SubmitError as error:
-        raise HTTPException(_SUBMIT_STATUS.get(error.code, 400), error.message) from None
+        raise HTTPException(_status_of(error.code), error.message) from None
     return OpAccepted(rev=rev)
 
 
@@ -152,7 +163,7 @@ async def get_history(
     doc_id: DocIdPath,
     principal: PrincipalDep,
     store: StoreDep,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> History:
     """The ops after revision `since`, oldest first."""
@@ -179,7 +190,7 @@ async def get_content(
     doc_id: DocIdPath,
     principal: PrincipalDep,
     store: StoreDep,
-    rev: Annotated[int | None, Query(ge=0)] = None,
+    rev: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     at: datetime | None = None,
 ) -> ContentAt:
     """The content as it was at revision `rev`, or at the moment `at` (ISO 8601)."""
