@@ -217,7 +217,9 @@ class OTClientState:
     def _on_ack(self, seq: int, rev: int, fx: Effects) -> None:
         if self.pending is None or seq != self.pending.seq:
             return  # a second ack of a resend we already took as acked
-        if rev != self.rev + 1:
+        # An op sent empty is acked at the current revision (docs/protocol.md); ours may have
+        # become empty after it was sent, so either answer fits an empty one.
+        if rev != self.rev + 1 and (self.pending.op or rev != self.rev):
             self._gap("ack", rev, fx)
             return
         self.confirmed = ot.apply(self.confirmed, self.pending.op)

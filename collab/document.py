@@ -47,6 +47,7 @@ class Outcome:
 
     @property
     def duplicate(self) -> bool:
+        """Acknowledged without a new revision: a resend, or an op with nothing to apply."""
         return self.error is None and self.committed is None
 
 
@@ -151,6 +152,12 @@ class DocumentState:
                 outcome.rev = original
                 continue
             try:
+                if not ot.normalize(submission.op):
+                    # An op that changes nothing as sent: acknowledged at the current revision,
+                    # which it does not advance (docs/protocol.md). One that only becomes empty
+                    # when rebased is still a revision: its author counts on one.
+                    outcome.rev = batch.rev
+                    continue
                 op = self._rebase(submission, batch, older)
                 text = ot.apply(batch.text, op)
             except SubmitError as error:

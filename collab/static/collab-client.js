@@ -692,11 +692,14 @@ export class CollabClient extends EventTarget {
       return;
     }
     this._dupCheckRev = null;
-    if (frame.rev !== this.rev + 1) {
+    // An op sent empty is acked at the current revision (docs/protocol.md); ours may have
+    // become empty after it was sent, so either answer fits an empty one.
+    const emptyAck = frame.rev === this.rev && !p.op.length;
+    if (frame.rev !== this.rev + 1 && !emptyAck) {
       this._emit("error", { code: "gap", message: `ack rev ${frame.rev}, expected ${this.rev + 1}` });
     }
     this._inflight = null;
-    this._advance(frame.rev, ot.stripInvertible(p.op));
+    if (!emptyAck) this._advance(frame.rev, ot.stripInvertible(p.op));
     this._emit("ack", { seq: frame.seq, rev: frame.rev });
     if (this._buffer) {
       this._inflight = { op: this._buffer, seq: ++this._seq, rev: this.rev };
@@ -721,7 +724,10 @@ export class CollabClient extends EventTarget {
       return;
     }
     if (frame.rev <= this.rev) return; // seen already
-    if (frame.rev !== this.rev + 1) {
+    // An op sent empty is acked at the current revision (docs/protocol.md); ours may have
+    // become empty after it was sent, so either answer fits an empty one.
+    const emptyAck = frame.rev === this.rev && !p.op.length;
+    if (frame.rev !== this.rev + 1 && !emptyAck) {
       this._emit("error", { code: "gap", message: `op rev ${frame.rev}, expected ${this.rev + 1}` });
       this._reconnectNow("gap in revisions");
       return;
