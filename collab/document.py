@@ -90,6 +90,9 @@ class DocumentState:
         self.text = text
         self.rev = rev
         self.max_rebase = max_rebase
+        # Who owns each src: the user whose op first used it. Nobody else may use it, so no
+        # other user can claim an editor's (src, seq) and have its real op taken for a resend.
+        self._src_user: dict[str, str] = {}
         self._window: deque[StoredOp] = deque(maxlen=window)
         # The held ops again, each with its extent (computed once): what rebases walk over.
         self._pairs: deque[RebasePair] = deque(maxlen=window)
@@ -125,10 +128,18 @@ class DocumentState:
         highest = self._max_seq.get(src)
         return highest is None or seq <= highest
 
+    def owner_unknown(self, src: str) -> bool:
+        """Whether storage must be asked who owns ``src`` (not seen since loading)."""
+        return src not in self._src_user
+
     def note_stored_rev(self, src: str, seq: int, rev: int) -> None:
         """Records a (src, seq) found in storage, so the lookup is not repeated."""
         self._rev_by_src_seq[(src, seq)] = rev
         self._max_seq[src] = max(seq, self._max_seq.get(src, 0))
+
+    def note_owner(self, src: str, user_id: str) -> None:
+        """Records the user a src belongs to, as found in storage."""
+        self._src_user.setdefault(src, user_id)
 
     def stage(
         self,
@@ -143,10 +154,19 @@ class DocumentState:
         """
         batch = Batch(base_rev=self.rev, text=self.text)
         staged_by_src_seq: dict[tuple[str, int], int] = {}
+        staged_src_user: dict[str, str] = {}
         for submission in submissions:
             outcome = Outcome(submission)
             batch.outcomes.append(outcome)
-            key = (submission.src, submission.seq)
+            src = submission.src
+            owner = self._src_user.get(src) or staged_src_user.get(src)
+            if owner is not None and owner != submission.user_id:
+                outcome.error = SubmitError(
+                    ErrorCode.BAD_MESSAGE,
+                    f"src {src!r} belongs to another user; use a src of your own",
+                )
+                continue
+            key = (src, submission.seq)
             original = self._rev_by_src_seq.get(key) or staged_by_src_seq.get(key)
             if original is not None:
                 outcome.rev = original
@@ -174,6 +194,7 @@ class DocumentState:
             batch.rebase_pairs.append((op, ot.extent(op)))
             batch.lengths.append(len(text))
             staged_by_src_seq[key] = stored.rev
+            staged_src_user.setdefault(src, submission.user_id)
             outcome.rev = stored.rev
             outcome.committed = stored
         return batch
@@ -255,5 +276,6 @@ class DocumentState:
         self._pairs.append((stored.op, reach))
         self._lengths.append(self._lengths[-1] + _growth(reach))
         self._rev_by_src_seq[(stored.src, stored.seq)] = stored.rev
+        self._src_user.setdefault(stored.src, stored.user_id)
         if stored.seq > self._max_seq.get(stored.src, 0):
             self._max_seq[stored.src] = stored.seq

@@ -247,3 +247,43 @@ async def test_two_nodes_on_a_local_hub_share_ops_and_presence() -> None:
         await bob.wait_for(lambda p: p.of_type("leave"))
     for registry in registries:
         await registry.shutdown()
+
+
+async def test_no_other_user_can_claim_an_editors_src(harness: Harness) -> None:
+    """Issue 17 #2: mallory sends ops under alice's src with alice's next seqs; they are
+    refused, and alice's real ops under those seqs are stored, not taken for resends."""
+    alice, mallory = await harness.join("alice"), await harness.join("mallory")
+    await harness.actor.submit_from_peer(Submission([3, "1"], 1, "a-src", 1, "alice"), alice)
+    await alice.wait_for(lambda p: p.of_type("ack"))
+    for seq in (2, 3):
+        claim = Submission(["!"], 2, "a-src", seq, "mallory")
+        await harness.actor.submit_from_peer(claim, mallory)
+    await mallory.wait_for(lambda p: len(p.of_type("error")) == 2)
+    assert {e["code"] for e in mallory.of_type("error")} == {"bad_message"}
+    for seq in (2, 3):
+        await harness.actor.submit_from_peer(Submission([3, str(seq)], 2, "a-src", seq, "alice"),
+                                             alice)
+    await alice.wait_for(lambda p: len(p.of_type("ack")) == 3)
+    assert [a["rev"] for a in alice.of_type("ack")] == [2, 3, 4]
+    stored = await harness.store.load_ops("d", after=1)
+    assert [(s.src, s.seq, s.user_id) for s in stored] == [
+        ("a-src", 1, "alice"), ("a-src", 2, "alice"), ("a-src", 3, "alice")]
+    assert harness.actor.state.text == "abc321"
+
+
+async def test_a_src_is_owned_across_reloads() -> None:
+    """Ownership comes from storage too: after the document reloads, a stranger still cannot
+    use a src whose ops are no longer held in memory."""
+    store = await with_text(MemoryStore(), "abc")
+    first = Harness(store, history_window=1)
+    await first.start()
+    for seq in (1, 2):
+        assert await first.commit(["x"], first.actor.state.rev, src="a-src", seq=seq) > 0
+    await first.actor.stop()
+    second = Harness(store, history_window=1)
+    await second.start()
+    mallory = await second.join("mallory")
+    await second.actor.submit_from_peer(Submission([], 3, "a-src", 1, "mallory"), mallory)
+    await mallory.wait_for(lambda p: p.of_type("error"))
+    assert mallory.of_type("error")[0]["code"] == "bad_message"
+    await second.actor.stop()

@@ -50,3 +50,35 @@ async def test_an_op_that_changes_nothing_is_acked_without_a_revision(
         document = (await http.get("/documents/empty", headers=auth())).json()
     assert (document["rev"], document["content"]) == (2, "acb")
     assert [(o["rev"], o["seq"]) for o in await history(server, "empty")] == [(1, 1), (2, 4)]
+
+
+async def test_another_user_cannot_claim_an_editors_src_seq(server: ServerProcess) -> None:
+    """Issue 17 #2: every `op` frame shows alice's src; mallory sends ops under it with
+    alice's next seqs, over the WebSocket and over REST. They are refused, and alice's own ops
+    under those seqs are stored and acked at new revisions."""
+    async with raw(server, "victim", "alice") as alice, raw(server, "victim", "mallory") as mal:
+        await recv_json(alice)
+        await recv_json(mal)
+        await alice.send(json.dumps({"type": "op", "rev": 0, "op": ["a"], "src": "al", "seq": 1}))
+        assert (await recv_until(alice, "ack"))["rev"] == 1
+        seen = await recv_until(mal, "op")
+        assert (seen["src"], seen["seq"]) == ("al", 1)
+        await mal.send(json.dumps({"type": "op", "rev": 1, "op": ["X"], "src": "al", "seq": 2}))
+        refused = await recv_until(mal, "error")
+        assert (refused["code"], refused["seq"]) == ("bad_message", 2)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            response = await http.post("/documents/victim/ops",
+                                       json={"rev": 1, "op": ["Y"], "src": "al", "seq": 3},
+                                       headers=auth("mallory"))
+            assert response.status_code == 400, response.text
+        for seq in (2, 3):
+            frame = {"type": "op", "rev": seq - 1, "op": [seq - 1, str(seq)], "src": "al",
+                     "seq": seq}
+            await alice.send(json.dumps(frame))
+            assert await recv_until(alice, "ack") == {"type": "ack", "seq": seq, "rev": seq}
+    stored = await history(server, "victim")
+    assert [(o["src"], o["seq"], o["user"]) for o in stored] == [
+        ("al", 1, "alice"), ("al", 2, "alice"), ("al", 3, "alice")]
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        document = (await http.get("/documents/victim", headers=auth())).json()
+    assert document["content"] == "a23"

@@ -119,6 +119,10 @@ class Store(Protocol):
         """The revisions at which these ``(src, seq)`` pairs were stored, for those that were."""
         ...
 
+    async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
+        """The user whose ops each of ``srcs`` carries, for those stored in this document."""
+        ...
+
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
         """Stores a snapshot unless one already exists at that revision."""
         ...
