@@ -81,6 +81,7 @@ class ActorConfig:
     frames_per_second: float = 20_000.0
     # Lost commit races in a row before a batch is given up (ShareDB's maxSubmitRetries).
     max_commit_retries: int = 20
+    max_document_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -179,16 +180,27 @@ class DocumentActor:
         self._task: asyncio.Task[None] | None = None
         self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def start(self) -> None:
-        """Runs the actor in a task of its own."""
+    def start(self) -> asyncio.Task[None]:
+        """Runs the actor in a task of its own (once); returns that task."""
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name=f"actor:{self.doc_id}")
+        return self._task
 
     # -- the interface used by connections, routes and the registry ---------------------------
 
     @property
     def alive(self) -> bool:
         return self._running
+
+    @property
+    def held_bytes(self) -> int:
+        """About how much text the actor holds (code points; 0 before loading)."""
+        return 0 if self._state is None else len(self._state.text)
+
+    def forget(self) -> None:
+        """Drops the document's state once the actor has stopped (its memory can go)."""
+        assert not self._running
+        self._state = self._sequencer = self._snapshots = None
 
     @property
     def state(self) -> DocumentState:
@@ -360,6 +372,7 @@ class DocumentActor:
             loaded.ops[-config.history_window :],
             window=config.history_window,
             max_rebase=config.max_rebase,
+            max_bytes=config.max_document_bytes,
         )
         self._sequencer = Sequencer(
             self.doc_id, self._state, self._store, max_retries=config.max_commit_retries

@@ -85,11 +85,13 @@ class DocumentState:
         *,
         window: int = 1000,
         max_rebase: int = 100_000,
+        max_bytes: int | None = None,
     ) -> None:
         self.doc_id = doc_id
         self.text = text
         self.rev = rev
         self.max_rebase = max_rebase
+        self.max_bytes = max_bytes  # of the text, in UTF-8: an op growing it past this is refused
         # Who owns each src: the user whose op first used it. Nobody else may use it, so no
         # other user can claim an editor's (src, seq) and have its real op taken for a resend.
         self._src_user: dict[str, str] = {}
@@ -180,6 +182,7 @@ class DocumentState:
                     continue
                 op = self._rebase(submission, batch, older)
                 text = ot.apply(batch.text, op)
+                self._check_size(text, batch.text)
             except SubmitError as error:
                 outcome.error = error
                 continue
@@ -227,6 +230,19 @@ class DocumentState:
         for stored in missed:
             position = ot.transform_position(position, stored.op)
         return min(max(position, 0), len(self.text))
+
+    def _check_size(self, text: str, before: str) -> None:
+        """Refuses an op that grows the document past ``max_bytes`` (UTF-8)."""
+        limit = self.max_bytes
+        # A code point is at most 4 bytes: the exact count is needed only near the limit.
+        if limit is None or len(text) <= len(before) or 4 * len(text) <= limit:
+            return
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise SubmitError(
+                ErrorCode.DOCUMENT_TOO_LARGE,
+                f"the op would make the document {size} bytes, over the limit of {limit}",
+            )
 
     def _rebase(self, submission: Submission, batch: Batch, older: Sequence[StoredOp]) -> ot.Op:
         base = submission.base_rev

@@ -50,6 +50,7 @@ def actor_config(settings: Settings) -> ActorConfig:
         history_window=settings.history_window,
         max_rebase=settings.max_rebase_ops,
         frames_per_second=settings.broadcast_frames_per_second,
+        max_document_bytes=settings.max_document_bytes,
     )
 
 

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     allowed_origins: str | None = None
     max_message_bytes: int = Field(default=1_048_576, gt=0)
+    max_document_bytes: int = Field(default=10 * 1_048_576, gt=0)
     send_queue_limit: int = Field(default=1024, gt=0)
     snapshot_every: int = Field(default=100, gt=0)
     doc_idle_seconds: float = Field(default=60.0, ge=0)

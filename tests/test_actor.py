@@ -287,3 +287,22 @@ async def test_a_src_is_owned_across_reloads() -> None:
     await mallory.wait_for(lambda p: p.of_type("error"))
     assert mallory.of_type("error")[0]["code"] == "bad_message"
     await second.actor.stop()
+
+
+class CountsReleases(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+
+    async def release_memory(self) -> None:
+        self.released.set()
+
+
+async def test_a_large_document_gives_its_memory_back_when_it_unloads() -> None:
+    store = CountsReleases()
+    await with_text(store, "x" * (2 << 20))
+    registry = Registry(store, ActorConfig(idle_seconds=0), Metrics(), LocalPubSub())
+    async with registry.lease("d") as actor:
+        assert actor.held_bytes == 2 << 20
+    await asyncio.wait_for(store.released.wait(), WAIT)
+    assert actor.held_bytes == 0 and len(registry) == 0

@@ -488,3 +488,10 @@ async def test_src_owners(store: Store) -> None:
     assert await store.src_owners("ghost", ["ed"]) == {}
     many = await store.src_owners("d", [f"s{i}" for i in range(1000)] + ["bot"])
     assert many == {"bot": "bob"}
+
+
+async def test_the_store_works_after_releasing_memory(store: Store) -> None:
+    await store.create_document("d", "", "abc", T0)
+    await store.release_memory()
+    assert await store.content_at("d", 0) == "abc"
+    assert await store.commit("d", 0, [op_at(1, [3, "!"])])

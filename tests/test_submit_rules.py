@@ -82,3 +82,33 @@ async def test_another_user_cannot_claim_an_editors_src_seq(server: ServerProces
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         document = (await http.get("/documents/victim", headers=auth())).json()
     assert document["content"] == "a23"
+
+
+async def test_an_op_past_the_document_size_limit_is_refused(
+    server_factory: Any,
+) -> None:
+    """Issue 17 #4: the op that would take the document past COLLAB_MAX_DOCUMENT_BYTES (UTF-8)
+    is refused with document_too_large (REST 413), and nothing of it is stored."""
+    server = server_factory(COLLAB_MAX_DOCUMENT_BYTES="1000")
+    async with raw(server, "big") as ws:
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "op", "rev": 0, "op": ["é" * 400], "src": "b",
+                                  "seq": 1}))  # 800 bytes
+        assert (await recv_until(ws, "ack"))["rev"] == 1
+        await ws.send(json.dumps({"type": "op", "rev": 1, "op": [400, "😀" * 51], "src": "b",
+                                  "seq": 2}))  # 800 + 204 bytes
+        refused = await recv_until(ws, "error")
+        assert (refused["code"], refused["seq"]) == ("document_too_large", 2)
+        assert "1004 bytes" in refused["message"]
+        # Shrinking, or growing within the limit, still works.
+        await ws.send(json.dumps({"type": "op", "rev": 1, "op": [{"d": 100}, "x" * 50],
+                                  "src": "b", "seq": 3}))
+        assert (await recv_until(ws, "ack"))["rev"] == 2
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        response = await http.post("/documents/big/ops", json={"rev": 2, "op": ["y" * 400]},
+                                   headers=auth())
+        assert response.status_code == 413, response.text
+        document = (await http.get("/documents/big", headers=auth())).json()
+    assert document["rev"] == 2
+    assert len(document["content"].encode()) == 650  # 300 é and 50 x
+    assert [o["seq"] for o in await history(server, "big")] == [1, 3]

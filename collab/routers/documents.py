@@ -34,7 +34,12 @@ router = APIRouter(
     responses=error_responses(400, 401, 403, 404, 409, 413, 422),
 )
 
-_SUBMIT_STATUS = {"invalid_op": 422, "bad_revision": 409, "read_only": 403}
+_SUBMIT_STATUS = {
+    "invalid_op": 422,
+    "bad_revision": 409,
+    "read_only": 403,
+    "document_too_large": 413,
+}
 
 
 def _not_found(doc_id: str) -> HTTPException:

@@ -141,6 +141,9 @@ class MemoryStore:
             return {}
         return {key: document.keys[key] for key in keys if key in document.keys}
 
+    async def release_memory(self) -> None:
+        """Nothing is cached beside the data itself."""
+
     async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
         document = self._document(doc_id)
         if document is None:

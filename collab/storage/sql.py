@@ -233,6 +233,10 @@ class SqlStore:
                     found[(src, seq)] = rev
         return found
 
+    async def release_memory(self) -> None:
+        # Idle pooled connections are closed; those in use go back to a fresh pool as usual.
+        await self._sessions.kw["bind"].dispose()
+
     async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(srcs))
         owners: dict[str, str] = {}
