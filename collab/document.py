@@ -73,6 +73,29 @@ def _growth(reach: ot.Extent | None) -> int:
     return 0 if reach is None else reach[2]  # no extent: the empty op
 
 
+class _OlderOps:
+    """Stored ops just before the held window, prepared once per ``stage`` for every
+    submission that needs them: their extents and the text's length before each."""
+
+    def __init__(self, older: Sequence[StoredOp], first_held: int, first_held_length: int) -> None:
+        # Only the run that reaches the window without a hole can serve a rebase.
+        run: list[StoredOp] = []
+        for stored in reversed(older):
+            if stored.rev > first_held:
+                continue
+            if stored.rev != first_held - len(run):
+                break
+            run.append(stored)
+        run.reverse()
+        self.start = first_held - len(run)  # the oldest base revision these ops serve
+        self.pairs: list[RebasePair] = [(s.op, ot.extent(s.op)) for s in run]
+        lengths = [first_held_length]
+        for _, reach in reversed(self.pairs):
+            lengths.append(lengths[-1] - _growth(reach))
+        lengths.reverse()
+        self.lengths = lengths  # lengths[i]: the text's length at revision start + i
+
+
 class DocumentState:
     """Text, revision and a window of recent ops of one document."""
 
@@ -155,6 +178,7 @@ class DocumentState:
         revision the window no longer holds.
         """
         batch = Batch(base_rev=self.rev, text=self.text)
+        before_window = _OlderOps(older, self.first_held_rev, self._lengths[0]) if older else None
         staged_by_src_seq: dict[tuple[str, int], int] = {}
         staged_src_user: dict[str, str] = {}
         for submission in submissions:
@@ -180,7 +204,7 @@ class DocumentState:
                     # when rebased is still a revision: its author counts on one.
                     outcome.rev = batch.rev
                     continue
-                op = self._rebase(submission, batch, older)
+                op = self._rebase(submission, batch, before_window)
                 text = ot.apply(batch.text, op)
                 self._check_size(text, batch.text)
             except SubmitError as error:
@@ -244,7 +268,7 @@ class DocumentState:
                 f"the op would make the document {size} bytes, over the limit of {limit}",
             )
 
-    def _rebase(self, submission: Submission, batch: Batch, older: Sequence[StoredOp]) -> ot.Op:
+    def _rebase(self, submission: Submission, batch: Batch, older: _OlderOps | None) -> ot.Op:
         base = submission.base_rev
         if base > batch.rev:
             raise SubmitError(
@@ -260,7 +284,7 @@ class DocumentState:
         return ot.transform_past(op, missed, "left")
 
     def _missed(
-        self, base: int, batch: Batch, older: Sequence[StoredOp]
+        self, base: int, batch: Batch, older: _OlderOps | None
     ) -> tuple[list[RebasePair], int]:
         """The ops after revision ``base`` (held, staged, and ``older`` ones if needed), and
         the text's length at ``base``."""
@@ -274,14 +298,12 @@ class DocumentState:
             held = list(islice(reversed(self._pairs), self.rev - base))
             held.reverse()
             return held + batch.rebase_pairs, self._lengths[base - first]
-        before = [s for s in older if base < s.rev <= first]
-        if len(before) != first - base:
+        if older is None or base < older.start:
             raise SubmitError(
                 ErrorCode.BAD_REVISION, f"revision {base} is older than the history held"
             )
-        pairs = [(s.op, ot.extent(s.op)) for s in before]
-        length = self._lengths[0] - sum(_growth(e) for _, e in pairs)
-        return pairs + list(self._pairs) + batch.rebase_pairs, length
+        index = base - older.start
+        return older.pairs[index:] + list(self._pairs) + batch.rebase_pairs, older.lengths[index]
 
     def _remember(self, stored: StoredOp) -> None:
         if len(self._window) == self._window.maxlen:

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = "FULL"
     inbox_size: int = Field(default=4096, gt=0)
     history_window: int = Field(default=1000, gt=0)
-    max_rebase_ops: int = Field(default=100_000, gt=0)
+    max_rebase_distance: int = Field(default=5_000, gt=0)
     broadcast_frames_per_second: float = Field(default=20_000.0, gt=0)
     ops_per_second: float = Field(default=1000.0, gt=0)
     ops_burst: float = Field(default=2000.0, gt=0)

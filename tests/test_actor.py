@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from collab.actor import ActorConfig, DocumentActor, DocumentGone
-from collab.document import Submission
-from collab.errors import CloseCode
+from collab.document import Submission, SubmitError
+from collab.errors import CloseCode, ErrorCode
 from collab.metrics import Metrics
 from collab.pubsub import LocalHub, LocalPubSub
 from collab.registry import Registry
@@ -30,6 +30,7 @@ class Harness:
         self.store = store
         self.metrics = Metrics()
         self.exited = asyncio.Event()
+        self.committed: list[int] = []  # the last revision of each batch taken in
         self.actor = DocumentActor(
             "d",
             store,
@@ -37,6 +38,7 @@ class Harness:
             self.metrics,
             LocalPubSub(),
             lambda _actor: self.exited.set(),
+            [lambda _doc, ops: self.committed.append(ops[-1].rev)],
         )
 
     async def start(self) -> DocumentActor:
@@ -306,3 +308,42 @@ async def test_a_large_document_gives_its_memory_back_when_it_unloads() -> None:
         assert actor.held_bytes == 2 << 20
     await asyncio.wait_for(store.released.wait(), WAIT)
     assert actor.held_bytes == 0 and len(registry) == 0
+
+
+async def test_a_backlog_of_stale_ops_lets_other_tasks_run() -> None:
+    """Issue 17 #1 (fairness): past the rebase budget the actor commits what it has and yields
+    to the event loop, so a backlog of far-behind ops cannot hold up other documents or
+    /healthz for its whole length."""
+    h = Harness(await with_text(MemoryStore(), "abc"), rebase_budget=10)
+    await h.start()
+    for seq in range(1, 6):  # a few revisions, so that ops made at revision 1 are stale
+        await h.commit(["-"], h.actor.state.rev, src="typist", seq=seq)
+    h.committed.clear()
+    replies = [await h.actor.submit(Submission(["x"], 1, "stale", seq, "u"), None)
+               for seq in range(1, 9)]  # all queued before the actor runs again
+    turns: list[tuple[str, int]] = []
+
+    async def probe() -> None:
+        while not all(reply.done() for reply in replies):
+            turns.append(("probe", len(h.committed)))
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(asyncio.gather(probe(), *replies), WAIT)
+    assert len(h.committed) > 1  # the backlog was committed in several batches
+    # ... and something else ran between them.
+    assert any(0 < done < len(h.committed) for _, done in turns), turns
+    assert await h.store.content_at("d", h.actor.state.rev) == h.actor.state.text
+    await h.actor.stop()
+
+
+async def test_an_op_too_far_behind_is_refused_with_bad_revision() -> None:
+    h = Harness(await with_text(MemoryStore(), "abc"), max_rebase=3)
+    await h.start()
+    for seq in range(1, 5):
+        await h.commit(["-"], h.actor.state.rev, src="typist", seq=seq)
+    assert h.actor.state.rev == 5
+    with pytest.raises(SubmitError, match="older than the history held") as refused:
+        await h.commit(["x"], 1, src="late", seq=1)
+    assert refused.value.code == ErrorCode.BAD_REVISION
+    assert await h.commit(["x"], 2, src="late", seq=2) == 6  # 3 behind: within the bound
+    await h.actor.stop()
