@@ -112,3 +112,22 @@ async def test_an_op_past_the_document_size_limit_is_refused(
     assert document["rev"] == 2
     assert len(document["content"].encode()) == 650  # 300 é and 50 x
     assert [o["seq"] for o in await history(server, "big")] == [1, 3]
+
+
+async def test_deleting_a_document_with_editors_releases_their_connection_count(
+    server: ServerProcess,
+) -> None:
+    """Issue 17 #9: the actor closes its editors with 4404 and counts them out itself (their
+    own leave arrives after the actor stopped)."""
+    async with raw(server, "doomed", "alice") as alice, raw(server, "doomed", "bob") as bob:
+        await recv_json(alice)
+        await recv_json(bob)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            assert "collab_connections 2" in (await http.get("/metrics")).text
+            response = await http.delete("/documents/doomed", headers=auth())
+            assert response.status_code == 204, response.text
+            for ws in (alice, bob):
+                await ws.wait_closed()
+                assert ws.close_code == 4404
+            metrics = (await http.get("/metrics")).text
+    assert "collab_connections 0" in metrics
