@@ -388,7 +388,8 @@ def test_clients_and_server_converge(steps: list[tuple[str, int, int, str, bool]
     for state in states:
         assert state.state == "synchronised"
         assert (state.text, state.rev) == (server.doc.text, server.doc.rev)
-    # Every edit reached the server once: each src's seqs are 1..n without gaps or repeats.
+    # Every edit reached the server once: each src's seqs rise without repeats (a buffer that
+    # composed to nothing was sent empty and acked without a revision, leaving a gap).
     for state in states:
         seqs = [s.seq for s in server.doc.recent_ops(0) or [] if s.src == state.src]
-        assert seqs == list(range(1, len(seqs) + 1))
+        assert seqs == sorted(set(seqs))
