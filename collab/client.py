@@ -305,10 +305,13 @@ class OTClientState:
     def _on_ack(self, seq: int, rev: int, fx: Effects) -> None:
         if self.pending is None or seq != self.pending.seq:
             return  # a second ack of a resend we already took as acked
-        if rev <= self.rev:
+        # An op sent empty is acked at the current revision (docs/protocol.md); ours may have
+        # become empty after it was sent, so either answer fits an empty one.
+        empty_ack = rev == self.rev and not self.pending.op
+        if rev <= self.rev and not empty_ack:
             self._already_applied(rev, fx)
             return
-        if rev != self.rev + 1:
+        if rev != self.rev + 1 and not empty_ack:
             self._gap("ack", rev, fx)
             return
         self.confirmed = ot.apply(self.confirmed, self.pending.op)

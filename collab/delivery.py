@@ -44,22 +44,21 @@ class Delivery:
 
     def batch(self, batch: Batch, origins: Sequence[Peer | None]) -> None:
         """Queues a committed batch: ``origins[i]`` sent ``batch.outcomes[i]`` (None: REST)."""
-        committed_by: dict[int, Peer | None] = {}
         unsent = self._unsent
+        # In submission order, which is revision order for the committed ones: an ack without
+        # a new revision goes out after the ops before it, so its revision is never ahead.
         for outcome, origin in zip(batch.outcomes, origins, strict=True):
             if outcome.error is not None:
                 continue
-            if outcome.committed is not None:
-                committed_by[outcome.rev] = origin
+            stored = outcome.committed
+            if stored is not None:
+                ack = None if origin is None else protocol.ack_frame(stored.seq, stored.rev)
+                unsent.append(Unsent(protocol.committed_op_frame(stored), origin, ack))
             elif origin is not None:
-                # A resend of an op already committed: ack it again with its original revision,
-                # in order with the ops still waiting to go out.
+                # A resend (acked again with its original revision) or an op with nothing to
+                # apply (acked at the revision it was sequenced at): only its author hears.
                 seq = outcome.submission.seq
                 unsent.append(Unsent(None, origin, protocol.ack_frame(seq, outcome.rev)))
-        for stored in batch.ops:
-            origin = committed_by[stored.rev]
-            ack = None if origin is None else protocol.ack_frame(stored.seq, stored.rev)
-            unsent.append(Unsent(protocol.committed_op_frame(stored), origin, ack))
         self.schedule()
 
     def foreign(self, ops: Sequence[StoredOp]) -> None:

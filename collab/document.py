@@ -47,6 +47,7 @@ class Outcome:
 
     @property
     def duplicate(self) -> bool:
+        """Acknowledged without a new revision: a resend, or an op with nothing to apply."""
         return self.error is None and self.committed is None
 
 
@@ -72,6 +73,29 @@ def _growth(reach: ot.Extent | None) -> int:
     return 0 if reach is None else reach[2]  # no extent: the empty op
 
 
+class _OlderOps:
+    """Stored ops just before the held window, prepared once per ``stage`` for every
+    submission that needs them: their extents and the text's length before each."""
+
+    def __init__(self, older: Sequence[StoredOp], first_held: int, first_held_length: int) -> None:
+        # Only the run that reaches the window without a hole can serve a rebase.
+        run: list[StoredOp] = []
+        for stored in reversed(older):
+            if stored.rev > first_held:
+                continue
+            if stored.rev != first_held - len(run):
+                break
+            run.append(stored)
+        run.reverse()
+        self.start = first_held - len(run)  # the oldest base revision these ops serve
+        self.pairs: list[RebasePair] = [(s.op, ot.extent(s.op)) for s in run]
+        lengths = [first_held_length]
+        for _, reach in reversed(self.pairs):
+            lengths.append(lengths[-1] - _growth(reach))
+        lengths.reverse()
+        self.lengths = lengths  # lengths[i]: the text's length at revision start + i
+
+
 class DocumentState:
     """Text, revision and a window of recent ops of one document."""
 
@@ -84,11 +108,16 @@ class DocumentState:
         *,
         window: int = 1000,
         max_rebase: int = 100_000,
+        max_bytes: int | None = None,
     ) -> None:
         self.doc_id = doc_id
         self.text = text
         self.rev = rev
         self.max_rebase = max_rebase
+        self.max_bytes = max_bytes  # of the text, in UTF-8: an op growing it past this is refused
+        # Who owns each src: the user whose op first used it. Nobody else may use it, so no
+        # other user can claim an editor's (src, seq) and have its real op taken for a resend.
+        self._src_user: dict[str, str] = {}
         self._window: deque[StoredOp] = deque(maxlen=window)
         # The held ops again, each with its extent (computed once): what rebases walk over.
         self._pairs: deque[RebasePair] = deque(maxlen=window)
@@ -124,10 +153,18 @@ class DocumentState:
         highest = self._max_seq.get(src)
         return highest is None or seq <= highest
 
+    def owner_unknown(self, src: str) -> bool:
+        """Whether storage must be asked who owns ``src`` (not seen since loading)."""
+        return src not in self._src_user
+
     def note_stored_rev(self, src: str, seq: int, rev: int) -> None:
         """Records a (src, seq) found in storage, so the lookup is not repeated."""
         self._rev_by_src_seq[(src, seq)] = rev
         self._max_seq[src] = max(seq, self._max_seq.get(src, 0))
+
+    def note_owner(self, src: str, user_id: str) -> None:
+        """Records the user a src belongs to, as found in storage."""
+        self._src_user.setdefault(src, user_id)
 
     def stage(
         self,
@@ -141,18 +178,35 @@ class DocumentState:
         revision the window no longer holds.
         """
         batch = Batch(base_rev=self.rev, text=self.text)
+        before_window = _OlderOps(older, self.first_held_rev, self._lengths[0]) if older else None
         staged_by_src_seq: dict[tuple[str, int], int] = {}
+        staged_src_user: dict[str, str] = {}
         for submission in submissions:
             outcome = Outcome(submission)
             batch.outcomes.append(outcome)
-            key = (submission.src, submission.seq)
+            src = submission.src
+            owner = self._src_user.get(src) or staged_src_user.get(src)
+            if owner is not None and owner != submission.user_id:
+                outcome.error = SubmitError(
+                    ErrorCode.BAD_MESSAGE,
+                    f"src {src!r} belongs to another user; use a src of your own",
+                )
+                continue
+            key = (src, submission.seq)
             original = self._rev_by_src_seq.get(key) or staged_by_src_seq.get(key)
             if original is not None:
                 outcome.rev = original
                 continue
             try:
-                op = self._rebase(submission, batch, older)
+                if not ot.normalize(submission.op):
+                    # An op that changes nothing as sent: acknowledged at the current revision,
+                    # which it does not advance (docs/protocol.md). One that only becomes empty
+                    # when rebased is still a revision: its author counts on one.
+                    outcome.rev = batch.rev
+                    continue
+                op = self._rebase(submission, batch, before_window)
                 text = ot.apply(batch.text, op)
+                self._check_size(text, batch.text)
             except SubmitError as error:
                 outcome.error = error
                 continue
@@ -167,6 +221,7 @@ class DocumentState:
             batch.rebase_pairs.append((op, ot.extent(op)))
             batch.lengths.append(len(text))
             staged_by_src_seq[key] = stored.rev
+            staged_src_user.setdefault(src, submission.user_id)
             outcome.rev = stored.rev
             outcome.committed = stored
         return batch
@@ -200,7 +255,20 @@ class DocumentState:
             position = ot.transform_position(position, stored.op)
         return min(max(position, 0), len(self.text))
 
-    def _rebase(self, submission: Submission, batch: Batch, older: Sequence[StoredOp]) -> ot.Op:
+    def _check_size(self, text: str, before: str) -> None:
+        """Refuses an op that grows the document past ``max_bytes`` (UTF-8)."""
+        limit = self.max_bytes
+        # A code point is at most 4 bytes: the exact count is needed only near the limit.
+        if limit is None or len(text) <= len(before) or 4 * len(text) <= limit:
+            return
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise SubmitError(
+                ErrorCode.DOCUMENT_TOO_LARGE,
+                f"the op would make the document {size} bytes, over the limit of {limit}",
+            )
+
+    def _rebase(self, submission: Submission, batch: Batch, older: _OlderOps | None) -> ot.Op:
         base = submission.base_rev
         if base > batch.rev:
             raise SubmitError(
@@ -216,7 +284,7 @@ class DocumentState:
         return ot.transform_past(op, missed, "left")
 
     def _missed(
-        self, base: int, batch: Batch, older: Sequence[StoredOp]
+        self, base: int, batch: Batch, older: _OlderOps | None
     ) -> tuple[list[RebasePair], int]:
         """The ops after revision ``base`` (held, staged, and ``older`` ones if needed), and
         the text's length at ``base``."""
@@ -230,14 +298,12 @@ class DocumentState:
             held = list(islice(reversed(self._pairs), self.rev - base))
             held.reverse()
             return held + batch.rebase_pairs, self._lengths[base - first]
-        before = [s for s in older if base < s.rev <= first]
-        if len(before) != first - base:
+        if older is None or base < older.start:
             raise SubmitError(
                 ErrorCode.BAD_REVISION, f"revision {base} is older than the history held"
             )
-        pairs = [(s.op, ot.extent(s.op)) for s in before]
-        length = self._lengths[0] - sum(_growth(e) for _, e in pairs)
-        return pairs + list(self._pairs) + batch.rebase_pairs, length
+        index = base - older.start
+        return older.pairs[index:] + list(self._pairs) + batch.rebase_pairs, older.lengths[index]
 
     def _remember(self, stored: StoredOp) -> None:
         if len(self._window) == self._window.maxlen:
@@ -248,5 +314,6 @@ class DocumentState:
         self._pairs.append((stored.op, reach))
         self._lengths.append(self._lengths[-1] + _growth(reach))
         self._rev_by_src_seq[(stored.src, stored.seq)] = stored.rev
+        self._src_user.setdefault(stored.src, stored.user_id)
         if stored.seq > self._max_seq.get(stored.src, 0):
             self._max_seq[stored.src] = stored.seq

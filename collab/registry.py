@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from collab.actor import ActorConfig, CommitListener, DocumentActor, Remote, Resync
+from collab.allocator import return_free_memory
 from collab.metrics import Metrics
 from collab.pubsub.base import PubSub
 from collab.pubsub.messages import Message
 from collab.storage.base import Store
+
+# A document this large gives its memory back to the OS when it unloads (collab.allocator).
+LARGE_DOCUMENT = 1 << 20
 
 
 class Registry:
@@ -23,6 +28,7 @@ class Registry:
         self.commit_listeners: list[CommitListener] = []
         self._actors: dict[str, DocumentActor] = {}
         self._closing = False
+        self._background: set[asyncio.Task[None]] = set()
         pubsub.attach(self.deliver_remote, self.resync_all)
         metrics.documents_loaded = lambda: len(self._actors)
 
@@ -61,7 +67,7 @@ class Registry:
                     self.commit_listeners,
                 )
                 self._actors[doc_id] = actor
-                actor.start()
+                actor.start().add_done_callback(functools.partial(self._on_task_done, actor))
             # The lease is taken before awaiting, so the actor cannot idle out in between.
             actor.lease()
             try:
@@ -73,9 +79,26 @@ class Registry:
                 return actor
             actor.release()
 
+    def _on_task_done(self, actor: DocumentActor, _task: asyncio.Task[None]) -> None:
+        self._finished(actor)
+
     def _exited(self, actor: DocumentActor) -> None:
         if self._actors.get(actor.doc_id) is actor:
             del self._actors[actor.doc_id]
+
+    def _finished(self, actor: DocumentActor) -> None:
+        """After the actor's task ended (its final snapshot written)."""
+        if actor.held_bytes >= LARGE_DOCUMENT:
+            actor.forget()
+            task = asyncio.create_task(self._release_memory(), name="release-memory")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _release_memory(self) -> None:
+        """Lets the storage layer's caches and then the C allocator give a large document's
+        memory back (collab.allocator)."""
+        await self._store.release_memory()
+        return_free_memory()
 
     def deliver_remote(self, doc_id: str, node: str, message: Message) -> None:
         """Hands another process's message to this process's actor, if it has one."""

@@ -100,9 +100,21 @@ class Sequencer:
                 return result
 
     async def _look_up_resends(self, submissions: Sequence[Submission]) -> None:
-        """Reads the revisions of (src, seq) pairs that may be stored but are not held."""
+        """Reads from storage who owns the srcs not seen since loading, and the revisions of
+        (src, seq) pairs that may be stored but are not held."""
         state = self.state
-        unknown = [(s.src, s.seq) for s in submissions if state.needs_lookup(s.src, s.seq)]
+        strangers = list(dict.fromkeys(s.src for s in submissions if state.owner_unknown(s.src)))
+        unused: set[str] = set()
+        if strangers:
+            owners = await self._store.src_owners(self.doc_id, strangers)
+            for src, user_id in owners.items():
+                state.note_owner(src, user_id)
+            unused = {src for src in strangers if src not in owners}  # nothing stored: no resend
+        unknown = [
+            (s.src, s.seq)
+            for s in submissions
+            if s.src not in unused and state.needs_lookup(s.src, s.seq)
+        ]
         if unknown:
             found = await self._store.find_revs(self.doc_id, unknown)
             for (src, seq), rev in found.items():

@@ -50,8 +50,9 @@ def actor_config(settings: Settings) -> ActorConfig:
         snapshot_every=settings.snapshot_every,
         idle_seconds=settings.doc_idle_seconds,
         history_window=settings.history_window,
-        max_rebase=settings.max_rebase_ops,
+        max_rebase=settings.max_rebase_distance,
         frames_per_second=settings.broadcast_frames_per_second,
+        max_document_bytes=settings.max_document_bytes,
     )
 
 

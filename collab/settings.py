@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     allowed_origins: str | None = None
     max_message_bytes: int = Field(default=1_048_576, gt=0)
+    max_document_bytes: int = Field(default=10 * 1_048_576, gt=0)
     send_queue_limit: int = Field(default=1024, gt=0)
     snapshot_every: int = Field(default=100, gt=0)
     doc_idle_seconds: float = Field(default=60.0, ge=0)
@@ -30,7 +31,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = "FULL"
     inbox_size: int = Field(default=4096, gt=0)
     history_window: int = Field(default=1000, gt=0)
-    max_rebase_ops: int = Field(default=100_000, gt=0)
+    max_rebase_distance: int = Field(default=5_000, gt=0)
     broadcast_frames_per_second: float = Field(default=20_000.0, gt=0)
     ops_per_second: float = Field(default=1000.0, gt=0)
     ops_burst: float = Field(default=2000.0, gt=0)

@@ -353,3 +353,14 @@ def test_random_stale_submissions_converge_to_replay(window: int) -> None:
         replay = ot.apply(replay, op_stored.op)
     assert replay == state.text
     assert [s.rev for s in stored] == list(range(1, state.rev + 1))
+
+
+def test_growth_past_max_bytes_is_refused_in_utf8_bytes() -> None:
+    state = DocumentState("d", "", 0, max_bytes=10)
+    ok = state.stage([sub(["😀😀"], 0, seq=1)], NOW)  # 8 bytes in 2 code points
+    assert ok.ops and ok.outcomes[0].error is None
+    state.accept(ok)
+    too_big = state.stage([sub([2, "éé"], 1, seq=2), sub([2, "a"], 1, seq=3)], NOW)
+    [refused, accepted] = too_big.outcomes
+    assert refused.error is not None and refused.error.code == "document_too_large"
+    assert accepted.error is None and accepted.rev == 2  # 9 bytes: still fits

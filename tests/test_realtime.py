@@ -169,7 +169,9 @@ async def test_three_clients_typing_concurrently_converge(
     assert len(ops) > 60  # three writers' edits, some composed while awaiting acks
     for client in writers:
         seqs = [o["seq"] for o in ops if o["src"] == client.src]
-        assert seqs == list(range(1, len(seqs) + 1))
+        # Rising without repeats; an edit buffered and undone before it was sent goes out as an
+        # empty op, acked without a revision (docs/protocol.md), so a seq may be missing.
+        assert seqs == sorted(set(seqs))
 
 
 # -- a slow client -----------------------------------------------------------------------------

@@ -398,7 +398,7 @@ async def test_future_revision_is_409(app_client: httpx.AsyncClient) -> None:
 
 
 async def test_revision_older_than_history_is_409(client_with: ClientFactory) -> None:
-    client = await client_with(max_rebase_ops=2)
+    client = await client_with(max_rebase_distance=2)
     await create(client, "d")
     for rev in range(3):
         await commit(client, "d", rev, ["x"])

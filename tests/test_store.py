@@ -474,3 +474,24 @@ async def test_postgres_groups_of_two_processes_race_without_deadlock(
             await committer.close()
         for engine in engines:
             await engine.dispose()
+
+
+async def test_src_owners(store: Store) -> None:
+    await store.create_document("d", "", "", T0)
+    await store.create_document("other", "", "", T0)
+    ops = [StoredOp(1, ["a"], "ed", 1, "alice", T0), StoredOp(2, ["b"], "ed", 2, "alice", T0),
+           StoredOp(3, ["c"], "bot", 1, "bob", T0)]
+    assert await store.commit("d", 0, ops)
+    assert await store.commit("other", 0, [StoredOp(1, ["x"], "x", 1, "carol", T0)])
+    assert await store.src_owners("d", ["ed", "bot", "x", "nobody", "ed"]) == {
+        "ed": "alice", "bot": "bob"}
+    assert await store.src_owners("ghost", ["ed"]) == {}
+    many = await store.src_owners("d", [f"s{i}" for i in range(1000)] + ["bot"])
+    assert many == {"bot": "bob"}
+
+
+async def test_the_store_works_after_releasing_memory(store: Store) -> None:
+    await store.create_document("d", "", "abc", T0)
+    await store.release_memory()
+    assert await store.content_at("d", 0) == "abc"
+    assert await store.commit("d", 0, [op_at(1, [3, "!"])])

@@ -74,7 +74,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         tmp_path_factory,
         "strict",
         COLLAB_DOC_IDLE_SECONDS="3600",
-        COLLAB_MAX_REBASE_OPS="5",
+        COLLAB_MAX_REBASE_DISTANCE="5",
         COLLAB_OPS_PER_SECOND="5",
         COLLAB_OPS_BURST="5",
         COLLAB_PRESENCE_PER_SECOND="5",

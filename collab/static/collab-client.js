@@ -720,11 +720,14 @@ export class CollabClient extends EventTarget {
       if (!quiet) this._emit("error", { code: "unexpected_ack", message: `ack for seq ${frame.seq}` });
       return;
     }
-    if (frame.rev <= this.rev) {
+    // An op sent empty is acked at the current revision (docs/protocol.md); ours may have
+    // become empty after it was sent, so either answer fits an empty one.
+    const emptyAck = frame.rev === this.rev && !p.op.length;
+    if (frame.rev <= this.rev && !emptyAck) {
       this._alreadyApplied(frame.rev);
       return;
     }
-    if (frame.rev !== this.rev + 1) {
+    if (frame.rev !== this.rev + 1 && !emptyAck) {
       this._emit("error", { code: "gap", message: `ack rev ${frame.rev}, expected ${this.rev + 1}` });
       this._trouble++;
       this._reconnectNow("gap in revisions");
@@ -732,7 +735,7 @@ export class CollabClient extends EventTarget {
     }
     this._trouble = 0;
     this._inflight = null;
-    this._advance(frame.rev, ot.stripInvertible(p.op));
+    if (!emptyAck) this._advance(frame.rev, ot.stripInvertible(p.op));
     // The buffer goes in flight before listeners run, so a submit() from an ack handler lands
     // in the next buffer instead of racing ahead of it with a stale revision.
     if (this._buffer) {
@@ -816,7 +819,10 @@ export class CollabClient extends EventTarget {
       return;
     }
     if (frame.rev <= this.rev) return; // seen already
-    if (frame.rev !== this.rev + 1) {
+    // An op sent empty is acked at the current revision (docs/protocol.md); ours may have
+    // become empty after it was sent, so either answer fits an empty one.
+    const emptyAck = frame.rev === this.rev && !p.op.length;
+    if (frame.rev !== this.rev + 1 && !emptyAck) {
       this._emit("error", { code: "gap", message: `op rev ${frame.rev}, expected ${this.rev + 1}` });
       this._trouble++;
       this._reconnectNow("gap in revisions");

@@ -119,6 +119,15 @@ class Store(Protocol):
         """The revisions at which these ``(src, seq)`` pairs were stored, for those that were."""
         ...
 
+    async def release_memory(self) -> None:
+        """Lets go of cached connections that may still hold a large document's text (SQLite
+        keeps a statement's last parameters until it runs again), after the document unloads."""
+        ...
+
+    async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
+        """The user whose ops each of ``srcs`` carries, for those stored in this document."""
+        ...
+
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
         """Stores a snapshot unless one already exists at that revision."""
         ...

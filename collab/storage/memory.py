@@ -141,6 +141,20 @@ class MemoryStore:
             return {}
         return {key: document.keys[key] for key in keys if key in document.keys}
 
+    async def release_memory(self) -> None:
+        """Nothing is cached beside the data itself."""
+
+    async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
+        document = self._document(doc_id)
+        if document is None:
+            return {}
+        wanted = set(srcs)
+        owners: dict[str, str] = {}
+        for stored in document.ops:
+            if stored.src in wanted:
+                owners.setdefault(stored.src, stored.user_id)
+        return owners
+
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
         document = self._document(doc_id)
         if document is not None and rev not in document.snapshots:

@@ -13,7 +13,18 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy import Insert, Table, bindparam, delete, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Insert,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -221,6 +232,35 @@ class SqlStore:
                 for src, seq, rev in rows:
                     found[(src, seq)] = rev
         return found
+
+    async def release_memory(self) -> None:
+        # Idle pooled connections are closed; those in use go back to a fresh pool as usual.
+        await self._sessions.kw["bind"].dispose()
+
+    async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(srcs))
+        owners: dict[str, str] = {}
+        async with self._sessions() as session:
+            for start in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[start : start + _LOOKUP_CHUNK]
+                # One row per src: the unique (doc_id, src, seq) index finds each one's first op.
+                first = (
+                    select(Operation.src, func.min(Operation.seq).label("seq"))
+                    .where(Operation.doc_id == doc_id, Operation.src.in_(chunk))
+                    .group_by(Operation.src)
+                    .subquery()
+                )
+                rows = await session.execute(
+                    select(Operation.src, Operation.user_id).join(
+                        first,
+                        (Operation.doc_id == doc_id)
+                        & (Operation.src == first.c.src)
+                        & (Operation.seq == first.c.seq),
+                    )
+                )
+                for src, user_id in rows:
+                    owners[src] = user_id
+        return owners
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
         async with self._sessions() as session:
