@@ -437,6 +437,48 @@ async def test_postgres_group_commit_writes_a_group_in_one_go(postgres_database:
 
 
 @pytest.mark.postgres
+async def test_postgres_group_without_extra_rows_is_one_statement(postgres_database: str) -> None:
+    """A group with ops only is written by one statement (no fallback): a lost race inside it
+    writes nothing for that document, the winners' ops and revisions land, and a taken
+    ``(src, seq)`` sends the group to the one-batch path, which refuses only that batch."""
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine, fallback=RefusingCommitter())
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        for doc in ("a", "b", "c"):
+            await store.create_document(doc, "", "", T0)
+        group = [
+            CommitRequest("c", 0, [op_at(1, ["c1"]), op_at(2, [2, "c2"])]),
+            CommitRequest("b", 5, [op_at(6, ["b"])]),  # b is at 0: a lost race
+            CommitRequest("a", 0, [op_at(1, ["a"])]),
+        ]
+        assert await committer.write_group(group) == [True, False, True]
+        assert await store.content_at("a", 1) == "a"
+        assert await store.content_at("c", 2) == "c1c2"
+        assert await store.load_ops("b", after=0) == []
+        b = await store.get_document("b")
+        c = await store.get_document("c")
+        assert b is not None and b.rev == 0 and c is not None and c.rev == 2
+        assert await committer.write_group([CommitRequest("b", 0, [op_at(1, ["b"])])]) == [True]
+    finally:
+        await committer.close()
+        await engine.dispose()
+
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine)
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        taken = CommitRequest("a", 1, [op_at(2, ["x"], seq=1)])  # a's (s, 1) is stored
+        fine = CommitRequest("b", 1, [op_at(2, ["y"])])
+        assert await committer.write_group([taken, fine]) == [False, True]
+        assert [o.rev for o in await store.load_ops("a", after=0)] == [1]
+        assert [o.rev for o in await store.load_ops("b", after=0)] == [1, 2]
+    finally:
+        await committer.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
 async def test_postgres_groups_of_two_processes_race_without_deadlock(
     postgres_database: str,
 ) -> None:

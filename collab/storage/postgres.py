@@ -1,4 +1,10 @@
-"""PostgreSQL's committer: the batches that wait while a transaction commits share the next one."""
+"""PostgreSQL's committer: the batches that wait while a transaction commits share the next one.
+
+On asyncpg a group without extra rows is one statement in one round trip (``ONE_ROUND_TRIP``):
+a server that commits one op per round trip (two clients on a hot document) waited on five
+(``BEGIN``, the lock, the update, the insert, ``COMMIT``) plus the pool's ping.
+docs/benchmarks.md has the measurements.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import column, select, update, values
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collab.storage.base import CommitRequest, Committer
 from collab.storage.sql import (
@@ -45,6 +51,53 @@ def _advance_all(group: list[CommitRequest]) -> Any:
     )
 
 
+# One statement, so one round trip in autocommit: lock the group's documents in id order (the
+# locking CTE is read by an uncorrelated sub-select, which PostgreSQL evaluates once, as a
+# one-time filter, before the update touches any row: two processes' groups never take the
+# same rows in opposite orders), advance those still at their base revision, insert the ops of
+# the documents advanced, and return which. A unique violation aborts the whole statement.
+ONE_ROUND_TRIP = """
+WITH locked AS (
+    SELECT id FROM documents WHERE id = ANY($1::varchar[]) ORDER BY id FOR UPDATE
+),
+advanced AS (
+    UPDATE documents AS d SET rev = b.rev, updated_at = b.at
+    FROM unnest($1::varchar[], $2::integer[], $3::integer[], $4::timestamptz[])
+        AS b(id, base, rev, at)
+    WHERE d.id = b.id AND d.rev = b.base AND (SELECT count(*) FROM locked) >= 0
+    RETURNING d.id
+),
+inserted AS (
+    INSERT INTO operations (doc_id, rev, op, src, seq, user_id, created_at)
+    SELECT o.doc_id, o.rev, o.op, o.src, o.seq, o.user_id, o.created_at
+    FROM unnest($5::varchar[], $6::integer[], $7::text[], $8::varchar[], $9::integer[],
+                $10::varchar[], $11::timestamptz[])
+        AS o(doc_id, rev, op, src, seq, user_id, created_at)
+    WHERE o.doc_id IN (SELECT id FROM advanced)
+)
+SELECT id FROM advanced
+"""
+
+
+def one_round_trip_args(group: list[CommitRequest]) -> list[list[Any]]:
+    """The eleven arrays ``ONE_ROUND_TRIP`` takes: the batches, then every op of the group."""
+    batches: list[list[Any]] = [[], [], [], []]
+    ops: list[list[Any]] = [[], [], [], [], [], [], []]
+    for request in group:
+        last = request.ops[-1]
+        for column_values, value in zip(
+            batches, (request.doc_id, request.base_rev, last.rev, last.created_at), strict=True
+        ):
+            column_values.append(value)
+        for row in request.op_rows():
+            for column_values, key in zip(ops, _OP_COLUMNS, strict=True):
+                column_values.append(row[key])
+    return batches + ops
+
+
+_OP_COLUMNS = ("doc_id", "rev", "op", "src", "seq", "user_id", "created_at")
+
+
 class GroupCommitter:
     """One transaction at a time from this process, each a fixed number of round trips however
     many documents it carries: one ``UPDATE … FROM (VALUES …)`` advances every document still
@@ -58,6 +111,9 @@ class GroupCommitter:
         self._fallback = fallback or EngineCommitter(engine)
         self._waiting: Waiting = []
         self._writer: asyncio.Task[None] | None = None
+        self._one_statement = engine.dialect.driver == "asyncpg"
+        # Held between groups: a checkout from the pool pings the server (one round trip more).
+        self._connection: AsyncConnection | None = None
 
     async def commit(self, request: CommitRequest) -> bool:
         if not request.ops:
@@ -83,8 +139,12 @@ class GroupCommitter:
 
     async def write_group(self, group: list[CommitRequest]) -> list[bool]:
         """Commits ``group`` (one batch per document) and says which batches won."""
-        if len(group) == 1 or len({request.doc_id for request in group}) != len(group):
+        if len({request.doc_id for request in group}) != len(group):
             return [await self._fallback.commit(request) for request in group]
+        if self._one_statement and not any(request.extra_rows for request in group):
+            return await self._write_in_one_statement(group)
+        if len(group) == 1:
+            return [await self._fallback.commit(group[0])]
         try:
             async with self._engine.begin() as conn:
                 # Lock the rows in id order first: another process's group locking the same
@@ -108,6 +168,38 @@ class GroupCommitter:
             # One batch broke a constraint: find which by committing each on its own.
             return [await self._fallback.commit(request) for request in group]
 
+    async def _write_in_one_statement(self, group: list[CommitRequest]) -> list[bool]:
+        import asyncpg  # the driver this path needs, imported only where it is the engine's
+
+        try:
+            if self._connection is None:
+                self._connection = await self._engine.connect()
+            raw = await self._connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            rows = await driver.fetch(ONE_ROUND_TRIP, *one_round_trip_args(group))
+        except asyncpg.IntegrityConstraintViolationError:
+            # One batch broke a constraint: find which by committing each on its own.
+            return [await self._fallback.commit(request) for request in group]
+        except BaseException:
+            await self._drop_connection()
+            raise
+        moved = {row[0] for row in rows}
+        return [request.doc_id in moved for request in group]
+
+    async def _drop_connection(self) -> None:
+        """After an error the held connection may be broken: the next group takes a new one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.invalidate()
+                await connection.close()
+            except Exception:
+                pass  # it was broken already; the pool has forgotten it
+
     async def close(self) -> None:
         while self._writer is not None:
             await asyncio.wait([self._writer])
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()
