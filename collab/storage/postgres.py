@@ -96,6 +96,8 @@ def one_round_trip_args(group: list[CommitRequest]) -> list[list[Any]]:
 
 
 _OP_COLUMNS = ("doc_id", "rev", "op", "src", "seq", "user_id", "created_at")
+# SQLSTATE class 23: a unique or foreign key violation (asyncpg's errors carry ``sqlstate``).
+_INTEGRITY_VIOLATION = "23"
 
 
 class GroupCommitter:
@@ -169,8 +171,6 @@ class GroupCommitter:
             return [await self._fallback.commit(request) for request in group]
 
     async def _write_in_one_statement(self, group: list[CommitRequest]) -> list[bool]:
-        import asyncpg  # the driver this path needs, imported only where it is the engine's
-
         try:
             if self._connection is None:
                 self._connection = await self._engine.connect()
@@ -178,7 +178,10 @@ class GroupCommitter:
             driver = raw.driver_connection
             assert driver is not None
             rows = await driver.fetch(ONE_ROUND_TRIP, *one_round_trip_args(group))
-        except asyncpg.IntegrityConstraintViolationError:
+        except Exception as error:
+            if not str(getattr(error, "sqlstate", "")).startswith(_INTEGRITY_VIOLATION):
+                await self._drop_connection()
+                raise
             # One batch broke a constraint: find which by committing each on its own.
             return [await self._fallback.commit(request) for request in group]
         except BaseException:
