@@ -553,6 +553,10 @@ class Bench:
             **UNTHROTTLED,
             **self.extra_env,
         }
+        if self.args.trace:
+            env["COLLAB_BENCH_TRACE"] = str(self.workdir / f"trace-{name}.json")
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(BENCH / "trace"), *filter(None, [env.get("PYTHONPATH")])])
         subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
                        cwd=str(self.workdir), capture_output=True)
         return Server("collab", self.workdir, [], env, self.args.fast_transform)
@@ -714,6 +718,9 @@ class Bench:
                     database_cpu=kind.endswith("-postgres"))
                 result.peak_rss = server.stop()
             results[kind] = result.summary()
+            if self.args.trace and kind == "collab":
+                results[kind]["trace"] = summarize_trace(
+                    self.workdir / f"trace-{kind}-{len(names)}.json", self.sizes)
             log(f"  {result.ops_per_second:,.0f} acked/s, peer p95 {fmt(result.peer['p95'])} ms, "
                 f"CPU/op {fmt(results[kind]['server_cpu_us_per_op'], 0)} µs")
         self.results["many_rooms"] = results
@@ -849,6 +856,57 @@ class Bench:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             else:
                 log(f"kept {self.workdir}")
+
+
+def summarize_trace(path: Path, sizes: Sizes) -> dict[str, Any]:
+    """What ``benchmarks/trace`` recorded in the server: the last ``sizes.duration`` seconds
+    before the load stopped are taken as the measured window (the drain after it is quiet)."""
+    trace = orjson.loads(path.read_bytes())
+    commits, collections, lags = trace["commits"], trace["gc"], trace["lag"]
+    if not lags:
+        return {}
+    # The measured window ends where the lag probe's last busy stretch does: use the commits.
+    end = max(c[0] + c[1] for c in commits) if commits else lags[-1][0]
+    start = end - sizes.duration
+    commits = [c for c in commits if start <= c[0] <= end]
+    collections = [g for g in collections if start <= g[0] <= end]
+    lags = [lag for lag in lags if start <= lag[0] <= end]
+    durations = sorted(c[1] for c in commits)
+    lag_values = sorted(lag[1] for lag in lags)
+    slow_lags = [lag for lag in lags if lag[1] > 0.02]
+
+    def overlaps(at: float, length: float, spans: list[Any]) -> bool:
+        return any(s[0] < at + length and at - PROBE_WINDOW < s[0] + s[1] for s in spans)
+
+    summary = {
+        "commits": len(commits),
+        "commit_ms": {p: quantile(durations, p) * 1000 for p in (50, 99, 100)} if durations
+        else {},
+        "commits_over_20ms": sum(d > 0.02 for d in durations),
+        "ops_per_commit": statistics.fmean(c[3] for c in commits) if commits else 0,
+        "gc": {str(gen): {"count": sum(g[2] == gen for g in collections),
+                          "ms_total": sum(g[1] for g in collections if g[2] == gen) * 1000,
+                          "ms_max": max((g[1] for g in collections if g[2] == gen),
+                                        default=0) * 1000}
+               for gen in (0, 1, 2)},
+        "lag_ms": {p: quantile(lag_values, p) * 1000 for p in (50, 95, 99, 100)},
+        "lags_over_20ms": len(slow_lags),
+        "slow_lags_with_gc": sum(overlaps(a - d, d, collections) for a, d in slow_lags),
+        "slow_lags_with_slow_commit": sum(
+            overlaps(a - d, d, [c for c in commits if c[1] > 0.02]) for a, d in slow_lags),
+    }
+    log(f"  trace: {summary['commits']} commits, p50/p99/max "
+        + "/".join(f"{v:.1f}" for v in summary["commit_ms"].values())
+        + f" ms, {summary['commits_over_20ms']} over 20 ms; loop lag p50/p95/p99/max "
+        + "/".join(f"{v:.1f}" for v in summary["lag_ms"].values())
+        + f" ms, {summary['lags_over_20ms']} over 20 ms ({summary['slow_lags_with_gc']} "
+        f"with a GC, {summary['slow_lags_with_slow_commit']} with a slow commit); GC "
+        + ", ".join(f"gen {g}: {v['count']}, max {v['ms_max']:.1f} ms"
+                    for g, v in summary["gc"].items()))
+    return summary
+
+
+PROBE_WINDOW = 0.005  # the trace's lag probe period
 
 
 def median_run(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1233,7 +1291,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {label} | {r['clients']} | {fmt(r['typed_per_second'], 0)} "
                 f"| {fmt(r['ops_per_second'], 0)} | {fmt(r['peer']['p50'])} ms "
                 f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
-                f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+                f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} | {r['peak_rss'] / 2**20:.0f} MiB |"
+                + flags(r)
             )
     for count, r in (results.get("cluster") or {}).items():
         label = "Many documents, PostgreSQL, " + (
@@ -1243,18 +1302,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {label} | {r['clients']} | {fmt(r['typed_per_second'], 0)} "
             f"| {fmt(r['ops_per_second'], 0)} | {fmt(r['peer']['p50'])} ms "
             f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
-            f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+            f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} | {r['peak_rss'] / 2**20:.0f} MiB |"
+            + flags(r)
         )
     if rows:
         lines += [
             f"**Open-loop typing** ({sizes['rate']:g} keystrokes/s per client)",
             "",
             "| scenario | clients | keystrokes/s | ops sequenced/s | peer p50 | peer p95 "
-            "| peer p99 | server CPU | peak RSS | notes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| peer p99 | server CPU | CPU per op | peak RSS | notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             *rows,
             "",
         ]
+        cluster = results.get("cluster") or {}
+        one, two = cluster.get("1"), cluster.get("2")
+        if one and two and one["server_cpu_us_per_op"] and two["server_cpu_us_per_op"]:
+            lines += [f"Cluster: CPU per op with 2 processes + Redis is "
+                      f"{two['server_cpu_us_per_op'] / one['server_cpu_us_per_op']:.2f}x one "
+                      "process's (both processes' CPU over the ops acknowledged).", ""]
         crowd = results.get("crowd")
         if crowd and crowd.get("light"):
             lines += [
@@ -1325,6 +1391,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="hot document: N alternating rounds of each server per level "
                         "(the table shows the median round and lists them all)")
+    parser.add_argument("--trace", action="store_true",
+                        help="many rooms: record the collab server's commit durations, GC "
+                        "pauses and event-loop lag (benchmarks/trace/sitecustomize.py)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
