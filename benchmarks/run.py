@@ -553,13 +553,21 @@ class Bench:
             **UNTHROTTLED,
             **self.extra_env,
         }
-        if self.args.trace:
-            env["COLLAB_BENCH_TRACE"] = str(self.workdir / f"trace-{name}.json")
-            env["PYTHONPATH"] = os.pathsep.join(
-                [str(BENCH / "trace"), *filter(None, [env.get("PYTHONPATH")])])
+        env = self.traced(env, name)
         subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
                        cwd=str(self.workdir), capture_output=True)
         return Server("collab", self.workdir, [], env, self.args.fast_transform)
+
+    def traced(self, env: dict[str, str], name: str) -> dict[str, str]:
+        """``env`` with the trace of ``benchmarks/trace`` switched on when --trace asks."""
+        if not self.args.trace:
+            return env
+        return {
+            **env,
+            "COLLAB_BENCH_TRACE": str(self.workdir / f"trace-{name}.json"),
+            "PYTHONPATH": os.pathsep.join(
+                [str(BENCH / "trace"), *filter(None, [env.get("PYTHONPATH")])]),
+        }
 
     def profile(self, name: str) -> Path | None:
         if not self.args.profile:
@@ -748,18 +756,29 @@ class Bench:
                 if count > 1:
                     node_env["COLLAB_REDIS_URL"] = BENCH_REDIS_URL
                     node_env["COLLAB_REDIS_PREFIX"] = f"bench-{os.getpid()}-{count}:"
-                servers = [Server("collab", self.workdir, [], node_env) for _ in range(count)]
+                servers = [Server("collab", self.workdir, [], self.traced(node_env,
+                                                                          f"cluster-{count}-{i}"))
+                           for i in range(count)]
                 for server in servers:
                     server.start()
                 try:
                     log(f"many documents on PostgreSQL, {count} process(es): {docs} documents")
                     result = run_load(servers[0], "collab", clients, "open", self.sizes,
                                       self.workdir, max(self.args.procs, count),
-                                      rate=self.sizes.rate, also=servers[1:])
+                                      rate=self.sizes.rate, also=servers[1:],
+                                      profile=self.profile(f"cluster{count}"),
+                                      database_cpu=True)
                 finally:
                     peaks = [server.stop() for server in servers]
                 result.peak_rss = sum(peaks)
                 results[str(count)] = result.summary()
+                if self.args.trace:
+                    results[str(count)]["counts"] = [
+                        orjson.loads((self.workdir / f"trace-cluster-{count}-{i}.json")
+                                     .read_bytes()).get("counts")
+                        for i in range(count)
+                    ]
+                    log(f"  per process: {results[str(count)]['counts']}")
                 log(f"  {result.ops_per_second:,.0f} ops/s, peer p95 {fmt(result.peer['p95'])} ms")
         finally:
             asyncio.run(drop_database(BENCH_POSTGRES_URL, database))
@@ -891,6 +910,7 @@ def summarize_trace(path: Path, sizes: Sizes) -> dict[str, Any]:
                for gen in (0, 1, 2)},
         "lag_ms": {p: quantile(lag_values, p) * 1000 for p in (50, 95, 99, 100)},
         "lags_over_20ms": len(slow_lags),
+        "counts": trace.get("counts"),
         "slow_lags_with_gc": sum(overlaps(a - d, d, collections) for a, d in slow_lags),
         "slow_lags_with_slow_commit": sum(
             overlaps(a - d, d, [c for c in commits if c[1] > 0.02]) for a, d in slow_lags),
@@ -1254,15 +1274,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"**Many rooms** ({sizes['many_docs']} documents, 2 authors each, {sizes['rate']:g} "
             f"keystrokes/s each, one op in flight per author: {offered:,.0f} ops/s offered)",
             "",
-            "| server | acked/s | acked ÷ offered | peer p50 | peer p95 | peer p99 | server CPU "
-            "| server CPU per acked op | PostgreSQL CPU per acked op | peak RSS | notes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| server | typed/s | acked/s | acked ÷ offered | peer p50 | peer p95 | peer p99 "
+            "| server CPU | server CPU per acked op | PostgreSQL CPU per acked op | peak RSS "
+            "| notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for kind in KINDS:
             r = many.get(kind)
             if r:
                 lines.append(
-                    f"| {LABELS[kind]} | {fmt(r['ops_per_second'], 0)} "
+                    f"| {LABELS[kind]} | {fmt(r['typed_per_second'], 0)} "
+                    f"| {fmt(r['ops_per_second'], 0)} "
                     f"| {r['ops_per_second'] / offered:.1%} | {fmt(r['peer']['p50'])} ms "
                     f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
                     f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} "

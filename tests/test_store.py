@@ -433,6 +433,7 @@ async def test_postgres_group_commit_writes_a_group_in_one_go(postgres_database:
         assert [s.rev for s in await store.list_snapshots("b")] == [0]
         assert await store.content_at("c", 2) == "c1c2"
     finally:
+        await committer.close()
         await engine.dispose()
 
 

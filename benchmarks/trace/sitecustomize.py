@@ -71,9 +71,11 @@ def install(path: str) -> None:
 
     SqliteWriter.commit = probed_commit  # type: ignore[method-assign]
 
+    counts = count_calls()
+
     def dump() -> None:
         with open(path, "w") as out:
-            json.dump({"commits": commits, "gc": collections, "lag": lags,
+            json.dump({"commits": commits, "gc": collections, "lag": lags, "counts": counts,
                        "clock": time.perf_counter(), "wall": time.time()}, out)
 
     close = SqliteWriter.close
@@ -84,7 +86,64 @@ def install(path: str) -> None:
 
     # At shutdown: the server may run in a child process, which exits without atexit.
     SqliteWriter.close = close_and_dump  # type: ignore[method-assign]
+    from collab.storage.postgres import GroupCommitter
+
+    pg_close = GroupCommitter.close
+
+    async def pg_close_and_dump(self: GroupCommitter) -> None:
+        await pg_close(self)
+        dump()
+
+    GroupCommitter.close = pg_close_and_dump  # type: ignore[method-assign]
     atexit.register(dump)
+
+
+def count_calls() -> dict[str, int]:
+    """Counts what a second process may add per op: store reads, lost races, pub/sub traffic."""
+    from collab.storage.postgres import GroupCommitter
+    from collab.storage.sql import SqlStore
+
+    counts: dict[str, int] = {}
+
+    def counted(owner: Any, name: str, key: str) -> None:
+        method = getattr(owner, name)
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[key] = counts.get(key, 0) + 1
+            return await method(*args, **kwargs)
+
+        setattr(owner, name, wrapper)
+
+    for name in ("load_ops", "find_revs", "load_document", "save_snapshot"):
+        counted(SqlStore, name, f"store.{name}")
+    write_group = GroupCommitter.write_group
+
+    async def counted_write_group(self: GroupCommitter, group: list[Any]) -> list[bool]:
+        won: list[bool] = await write_group(self, group)
+        counts["pg.groups"] = counts.get("pg.groups", 0) + 1
+        counts["pg.batches"] = counts.get("pg.batches", 0) + len(group)
+        counts["pg.lost"] = counts.get("pg.lost", 0) + won.count(False)
+        return won
+
+    GroupCommitter.write_group = counted_write_group  # type: ignore[method-assign]
+    try:
+        from collab.pubsub.redis import RedisPubSub
+    except ImportError:
+        return counts
+    publish, dispatch = RedisPubSub.publish, RedisPubSub._dispatch
+
+    def counted_publish(self: RedisPubSub, doc_id: str, message: Any) -> None:
+        key = f"redis.published.{type(message).__name__}"
+        counts[key] = counts.get(key, 0) + 1
+        publish(self, doc_id, message)
+
+    def counted_dispatch(self: RedisPubSub, raw: dict[str, Any]) -> None:
+        counts["redis.received"] = counts.get("redis.received", 0) + 1
+        dispatch(self, raw)
+
+    RedisPubSub.publish = counted_publish  # type: ignore[method-assign]
+    RedisPubSub._dispatch = counted_dispatch  # type: ignore[method-assign]
+    return counts
 
 
 if os.environ.get("COLLAB_BENCH_TRACE"):

@@ -9,8 +9,10 @@ docs/benchmarks.md has the measurements.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Any
 
+import orjson
 from sqlalchemy import column, select, update, values
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -25,6 +27,7 @@ from collab.storage.sql import (
     settle,
     winners_rows,
 )
+from collab.types import StoredOp
 
 
 def _advance_all(group: list[CommitRequest]) -> Any:
@@ -52,13 +55,14 @@ def _advance_all(group: list[CommitRequest]) -> Any:
 
 
 # One statement, so one round trip in autocommit: lock the group's documents in id order (the
-# locking CTE is read by an uncorrelated sub-select, which PostgreSQL evaluates once, as a
-# one-time filter, before the update touches any row: two processes' groups never take the
-# same rows in opposite orders), advance those still at their base revision, insert the ops of
-# the documents advanced, and return which. A unique violation aborts the whole statement.
+# locking CTE takes the lock an UPDATE of non-key columns takes, and is read by an uncorrelated
+# sub-select, which PostgreSQL evaluates once, as a one-time filter, before the update touches
+# any row: two processes' groups never take the same rows in opposite orders), advance those
+# still at their base revision, insert the ops of the documents advanced, and return which.
+# A unique violation aborts the whole statement.
 ONE_ROUND_TRIP = """
 WITH locked AS (
-    SELECT id FROM documents WHERE id = ANY($1::varchar[]) ORDER BY id FOR UPDATE
+    SELECT id FROM documents WHERE id = ANY($1::varchar[]) ORDER BY id FOR NO KEY UPDATE
 ),
 advanced AS (
     UPDATE documents AS d SET rev = b.rev, updated_at = b.at
@@ -96,6 +100,12 @@ def one_round_trip_args(group: list[CommitRequest]) -> list[list[Any]]:
 
 
 _OP_COLUMNS = ("doc_id", "rev", "op", "src", "seq", "user_id", "created_at")
+# LIMIT NULL is no limit; the revision bound is an integer column's largest value.
+LOAD_OPS = """
+SELECT rev, op, src, seq, user_id, created_at FROM operations
+WHERE doc_id = $1 AND rev > $2 AND rev <= $3 ORDER BY rev LIMIT $4
+"""
+_NO_UNTIL = 2**31 - 1
 # SQLSTATE class 23: a unique or foreign key violation (asyncpg's errors carry ``sqlstate``).
 _INTEGRITY_VIOLATION = "23"
 
@@ -116,6 +126,9 @@ class GroupCommitter:
         self._one_statement = engine.dialect.driver == "asyncpg"
         # Held between groups: a checkout from the pool pings the server (one round trip more).
         self._connection: AsyncConnection | None = None
+        # Reads (load_ops) on a connection of their own, one at a time, in autocommit.
+        self._reads: AsyncConnection | None = None
+        self._reading = asyncio.Lock()
 
     async def commit(self, request: CommitRequest) -> bool:
         if not request.ops:
@@ -190,19 +203,63 @@ class GroupCommitter:
         moved = {row[0] for row in rows}
         return [request.doc_id in moved for request in group]
 
+    async def load_ops(
+        self, doc_id: str, after: int, until: int | None = None, limit: int | None = None
+    ) -> list[StoredOp]:
+        """``Store.load_ops`` in one round trip: through a session it took four (the pool's
+        ping, ``BEGIN``, the query, ``ROLLBACK``) and ORM objects, and with two processes every
+        lost race reads what it missed (docs/benchmarks.md). Other drivers use the session."""
+        if not self._one_statement:
+            return await self._session_load_ops(doc_id, after, until, limit)
+        async with self._reading:
+            try:
+                if self._reads is None:
+                    self._reads = await self._engine.connect()
+                raw = await self._reads.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                rows = await driver.fetch(
+                    LOAD_OPS, doc_id, after, _NO_UNTIL if until is None else until, limit
+                )
+            except BaseException:
+                await _drop(self._reads)
+                self._reads = None
+                raise
+        return [
+            StoredOp(rev, orjson.loads(op), src, seq, user_id, created_at.astimezone(UTC))
+            for rev, op, src, seq, user_id, created_at in rows
+        ]
+
+    async def _session_load_ops(
+        self, doc_id: str, after: int, until: int | None, limit: int | None
+    ) -> list[StoredOp]:
+        from collab.db import create_session_factory
+        from collab.storage.sql import SqlStore
+
+        return await SqlStore(create_session_factory(self._engine), self._fallback).load_ops(
+            doc_id, after, until, limit
+        )
+
     async def _drop_connection(self) -> None:
         """After an error the held connection may be broken: the next group takes a new one."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                await connection.invalidate()
-                await connection.close()
-            except Exception:
-                pass  # it was broken already; the pool has forgotten it
+        await _drop(self._connection)
+        self._connection = None
 
     async def close(self) -> None:
         while self._writer is not None:
             await asyncio.wait([self._writer])
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
+        for connection in (self._connection, self._reads):
+            if connection is not None:
+                await connection.close()
+        self._connection = self._reads = None
+
+
+async def _drop(connection: AsyncConnection | None) -> None:
+    """Closes a held connection that may be broken (the pool forgets it)."""
+    if connection is not None:
+        try:
+            await connection.invalidate()
             await connection.close()
+        except Exception:
+            pass  # it was broken already
+    return None

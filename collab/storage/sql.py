@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import ot
 from collab.db import SessionFactory
 from collab.models import Base, Document, Operation, Snapshot
-from collab.storage.base import CommitRequest, Committer, ExtraRows, LostRace
+from collab.storage.base import CommitRequest, Committer, ExtraRows, LostRace, OpsReader
 from collab.types import DocumentInfo, LoadedDocument, SnapshotInfo, StoredOp
 
 documents_table = Base.metadata.tables[Document.__tablename__]
@@ -127,6 +127,7 @@ class SqlStore:
     def __init__(self, sessions: SessionFactory, committer: Committer) -> None:
         self._sessions = sessions
         self._committer = committer
+        self._reader = committer if isinstance(committer, OpsReader) else None
 
     async def ping(self) -> None:
         async with self._sessions() as session:
@@ -180,6 +181,8 @@ class SqlStore:
     async def load_ops(
         self, doc_id: str, after: int, until: int | None = None, limit: int | None = None
     ) -> list[StoredOp]:
+        if self._reader is not None:
+            return await self._reader.load_ops(doc_id, after, until, limit)
         query = select(Operation).where(Operation.doc_id == doc_id, Operation.rev > after)
         if until is not None:
             query = query.where(Operation.rev <= until)
