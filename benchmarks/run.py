@@ -866,7 +866,7 @@ class Bench:
 
         self_check()  # the clients' OT must agree with collab.ot, or nothing here means much
         if self.args.vs_sharedb and {"hot", "many"} & set(scenarios):
-            ensure_sharedb()
+            self.args.vs_sharedb = ensure_sharedb()
         try:
             for name in scenarios:
                 getattr(self, name)()
@@ -1149,14 +1149,17 @@ async def drop_database(admin_url: str, database_url: str) -> None:
         await conn.close()
 
 
-def ensure_sharedb() -> None:
+def ensure_sharedb() -> bool:
+    """Installs ShareDB on first use; False (with a note) when node or npm is missing."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise SystemExit("--vs-sharedb needs node and npm on PATH")
+        log("--vs-sharedb needs node and npm on PATH: collab alone this time")
+        return False
     modules = SHAREDB_DIR / "node_modules"
     if not all((modules / name).is_dir() for name in ("sharedb", "sharedb-postgres")):
         log("installing ShareDB into benchmarks/sharedb (npm ci: the versions of the lock)")
         subprocess.run(["npm", "ci", "--prefix", str(SHAREDB_DIR), "--no-audit", "--no-fund"],
                        check=True)
+    return True
 
 
 def machine() -> dict[str, Any]:
@@ -1202,8 +1205,9 @@ LABELS = {
 }
 
 
-def cpu_per_op(r: dict[str, Any]) -> str:
-    return f"{fmt(r.get('server_cpu_us_per_op'), 0)} µs"
+def cpu_per_op(r: dict[str, Any], key: str = "server_cpu_us_per_op") -> str:
+    value = r.get(key)
+    return "-" if value is None else f"{value:,.0f} µs"
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -1288,7 +1292,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {r['ops_per_second'] / offered:.1%} | {fmt(r['peer']['p50'])} ms "
                     f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
                     f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} "
-                    f"| {fmt(r.get('db_cpu_us_per_op'), 0)} µs "
+                    f"| {cpu_per_op(r, 'db_cpu_us_per_op')} "
                     f"| {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
                 )
         ratios = []
