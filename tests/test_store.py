@@ -369,6 +369,48 @@ async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
         await engine.dispose()
 
 
+async def test_the_writer_thread_carries_snapshots_in_its_groups(sqlite_url: str) -> None:
+    """On SQLite a snapshot rides in the writer's next transaction (no second writer): written
+    with the ops waiting beside it, in the session path's format, idempotent, skipped for a
+    deleted document, and still written when a batch in its group breaks a constraint."""
+    engine = create_engine(sqlite_url)
+    sessions = create_session_factory(engine)
+    writer_engine = create_writer_engine(sqlite_url)
+    assert writer_engine is not None
+    writer = SqliteWriter(writer_engine)
+    store = SqlStore(sessions, writer)
+    at = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        for doc in ("a", "b", "gone", "s"):
+            await store.create_document(doc, "", "", T0)
+        assert await store.delete_document("gone")
+        await store.commit("b", 0, [op_at(1, ["b"], src="x", seq=1)])
+        results = await asyncio.gather(
+            store.commit("a", 0, [op_at(1, ["a"])]),
+            store.save_snapshot("a", 1, "a", at),
+            store.save_snapshot("gone", 1, "g", at),
+            store.commit("b", 1, [op_at(2, ["again"], src="x", seq=1)]),  # (x, 1) is taken
+            store.save_snapshot("b", 1, "b", at),
+            store.save_snapshot("b", 1, "other", T0),
+        )
+        assert results[0] is True and results[3] is False
+        snapshots = await store.list_snapshots("a")
+        assert [(s.rev, s.created_at) for s in snapshots] == [(0, T0), (1, at)]
+        assert [s.rev for s in await store.list_snapshots("b")] == [0, 1]
+        assert await store.content_at("b", 1) == "b"
+        assert await store.list_snapshots("gone") == []
+        await store.save_snapshot("s", 1, "y", at)
+        async with engine.connect() as conn:
+            result = await conn.exec_driver_sql(
+                "SELECT rev, created_at FROM snapshots WHERE doc_id = 's' ORDER BY rev")
+            stamps = [row[1] for row in result]
+        assert stamps[1] == "2026-11-24 08:00:00.000005"  # the format every other path writes
+    finally:
+        await writer.close()
+        writer_engine.dispose()
+        await engine.dispose()
+
+
 async def test_extra_rows_land_in_the_commits_transaction(database_url: str) -> None:
     """Rows of another table ride in the op commit: written with a winning batch, never with
     a lost one (how a second kind of update stays exactly as durable as the ops)."""

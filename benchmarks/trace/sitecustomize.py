@@ -42,10 +42,10 @@ def install(path: str) -> None:
         gc.set_threshold(int(os.environ["COLLAB_BENCH_GC_THRESHOLD"]), *gc.get_threshold()[1:])
     write_group = SqliteWriter._write_group
 
-    def timed_write_group(self: SqliteWriter, group: list[Any]) -> list[bool]:
+    def timed_write_group(self: SqliteWriter, group: list[Any], *rest: Any) -> list[bool]:
         began = time.perf_counter()
         try:
-            return write_group(self, group)
+            return write_group(self, group, *rest)
         finally:
             commits.append((began, time.perf_counter() - began, len(group),
                             sum(len(request.ops) for request in group)))

@@ -90,6 +90,15 @@ class OpsReader(Protocol):
     ) -> list[StoredOp]: ...
 
 
+@runtime_checkable
+class SnapshotWriter(Protocol):
+    """A committer that writes snapshots in its own transactions (``SqlStore.save_snapshot``
+    uses it when its committer is one): on SQLite a second writer costs an ``fsync`` and the
+    write lock the op commits wait for."""
+
+    async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None: ...
+
+
 class Store(Protocol):
     async def ping(self) -> None: ...
 

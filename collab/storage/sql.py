@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import ot
 from collab.db import SessionFactory
 from collab.models import Base, Document, Operation, Snapshot
-from collab.storage.base import CommitRequest, Committer, ExtraRows, LostRace, OpsReader
+from collab.storage.base import (
+    CommitRequest,
+    Committer,
+    ExtraRows,
+    LostRace,
+    OpsReader,
+    SnapshotWriter,
+)
 from collab.types import DocumentInfo, LoadedDocument, SnapshotInfo, StoredOp
 
 documents_table = Base.metadata.tables[Document.__tablename__]
@@ -128,6 +135,7 @@ class SqlStore:
         self._sessions = sessions
         self._committer = committer
         self._reader = committer if isinstance(committer, OpsReader) else None
+        self._snapshot_writer = committer if isinstance(committer, SnapshotWriter) else None
 
     async def ping(self) -> None:
         async with self._sessions() as session:
@@ -226,6 +234,9 @@ class SqlStore:
         return found
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
+        if self._snapshot_writer is not None:
+            await self._snapshot_writer.save_snapshot(doc_id, rev, content, now)
+            return
         async with self._sessions() as session:
             try:
                 async with session.begin():
