@@ -522,6 +522,41 @@ async def test_postgres_group_without_extra_rows_is_one_statement(postgres_datab
 
 
 @pytest.mark.postgres
+async def test_postgres_committer_reconnects_after_the_server_closed_its_connections(
+    postgres_database: str,
+) -> None:
+    """The committer holds its connections (no ping per commit): once the server has closed
+    them (a restart, an administrator), the next commit and read take new ones."""
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine, fallback=RefusingCommitter())
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        await store.create_document("d", "", "", T0)
+        assert await store.commit("d", 0, [op_at(1, ["a"])])
+        assert [o.rev for o in await store.load_ops("d", after=0)] == [1]
+        held = [await c.get_raw_connection() for c in (committer._connection, committer._reads)
+                if c is not None]
+        assert len(held) == 2
+        closed = [asyncio.Event() for _ in held]
+        for raw, event in zip(held, closed, strict=True):
+            raw.driver_connection.add_termination_listener(lambda _, e=event: e.set())
+        pids = [raw.driver_connection.get_server_pid() for raw in held]
+        admin = create_engine(postgres_database)
+        async with admin.connect() as conn:
+            for pid in pids:
+                await conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        await admin.dispose()
+        async with asyncio.timeout(10):  # until the client side has seen both closes
+            for event in closed:
+                await event.wait()
+        assert await store.commit("d", 1, [op_at(2, [1, "b"])])
+        assert [o.rev for o in await store.load_ops("d", after=0)] == [1, 2]
+    finally:
+        await committer.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
 async def test_postgres_groups_of_two_processes_race_without_deadlock(
     postgres_database: str,
 ) -> None:

@@ -185,11 +185,7 @@ class GroupCommitter:
 
     async def _write_in_one_statement(self, group: list[CommitRequest]) -> list[bool]:
         try:
-            if self._connection is None:
-                self._connection = await self._engine.connect()
-            raw = await self._connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
+            self._connection, driver = await self._open(self._connection)
             rows = await driver.fetch(ONE_ROUND_TRIP, *one_round_trip_args(group))
         except Exception as error:
             if not str(getattr(error, "sqlstate", "")).startswith(_INTEGRITY_VIOLATION):
@@ -213,11 +209,7 @@ class GroupCommitter:
             return await self._session_load_ops(doc_id, after, until, limit)
         async with self._reading:
             try:
-                if self._reads is None:
-                    self._reads = await self._engine.connect()
-                raw = await self._reads.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
+                self._reads, driver = await self._open(self._reads)
                 rows = await driver.fetch(
                     LOAD_OPS, doc_id, after, _NO_UNTIL if until is None else until, limit
                 )
@@ -239,6 +231,20 @@ class GroupCommitter:
         return await SqlStore(create_session_factory(self._engine), self._fallback).load_ops(
             doc_id, after, until, limit
         )
+
+    async def _open(self, held: AsyncConnection | None) -> tuple[AsyncConnection, Any]:
+        """``held`` and its asyncpg connection, or a new one if it is missing or was closed
+        (the server restarted, say): what the pool's ping did at every checkout, without the
+        round trip."""
+        if held is not None:
+            raw = await held.get_raw_connection()
+            if raw.driver_connection is not None and not raw.driver_connection.is_closed():
+                return held, raw.driver_connection
+            await _drop(held)
+        held = await self._engine.connect()
+        raw = await held.get_raw_connection()
+        assert raw.driver_connection is not None
+        return held, raw.driver_connection
 
     async def _drop_connection(self) -> None:
         """After an error the held connection may be broken: the next group takes a new one."""
