@@ -6,7 +6,8 @@ lag (a 5 ms timer's lateness), and writes them as JSON to ``$COLLAB_BENCH_TRACE`
 writer closes.
 A measuring aid, never part of the server: it wraps three methods of ``SqliteWriter``.
 Experiments: ``COLLAB_BENCH_GC_THRESHOLD=N`` sets the young generation's threshold,
-``COLLAB_BENCH_GC_FREEZE=1`` calls ``gc.freeze()`` at the first commit (once loaded).
+``COLLAB_BENCH_GC_FREEZE=1`` calls ``gc.freeze()`` at the first commit (once loaded),
+``COLLAB_BENCH_SWITCH_INTERVAL=S`` sets ``sys.setswitchinterval``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def install(path: str) -> None:
                                 info["generation"]))
 
     gc.callbacks.append(on_gc)
+    if os.environ.get("COLLAB_BENCH_SWITCH_INTERVAL"):  # an experiment: the GIL's hand-over
+        import sys
+
+        sys.setswitchinterval(float(os.environ["COLLAB_BENCH_SWITCH_INTERVAL"]))
     if os.environ.get("COLLAB_BENCH_GC_THRESHOLD"):  # an experiment: fewer young collections
         gc.set_threshold(int(os.environ["COLLAB_BENCH_GC_THRESHOLD"]), *gc.get_threshold()[1:])
     write_group = SqliteWriter._write_group
