@@ -58,7 +58,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --vs-sharedb
 
 bench-full: $(STAMP)
 	$(BIN)/python benchmarks/run.py --full --vs-sharedb

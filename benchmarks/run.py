@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import os
 import queue
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +85,9 @@ PROFILE_FORMATS = {".json": ["--format", "speedscope"], ".txt": ["--format", "ra
 CROWD_SEED = ("The quick brown fox jumps over the lazy dog. " * 50)[:TARGET_LENGTH]
 # Full clients (OT, text kept, every op measured) per driver process in the crowd scenario.
 CROWD_FULL_CLIENTS = 2
+# The first text of the durable pair's documents: sharedb-postgres 5.0.1 stores an empty text
+# snapshot as null, which ShareDB then refuses on the first op.
+HOT_SEED = "Durable against durable. "
 STARTUP_TIMEOUT = 60.0
 PHASE_TIMEOUT = 120.0
 
@@ -153,8 +157,12 @@ class Sampler(threading.Thread):
 class Server:
     """A server process under test: ``collab serve`` or ShareDB's ``server.js``."""
 
-    def __init__(self, kind: str, workdir: Path, docs: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, kind: str, workdir: Path, docs: list[str], env: dict[str, str],
+        sharedb_args: Sequence[str] = (),
+    ) -> None:
         self.kind = kind
+        self.sharedb_args = list(sharedb_args)
         self.port = free_port()
         self.workdir = workdir
         self.docs = docs
@@ -180,7 +188,8 @@ class Server:
             self._wait_http()
         else:
             self.process = subprocess.Popen(
-                ["node", str(SHAREDB_DIR / "server.js"), str(self.port), *self.docs],
+                ["node", str(SHAREDB_DIR / "server.js"), str(self.port), *self.sharedb_args,
+                 *self.docs],
                 stdout=subprocess.PIPE, stderr=log_file, cwd=str(SHAREDB_DIR),
             )
             assert self.process.stdout is not None
@@ -322,6 +331,7 @@ class LoadResult:
     behind: int = 0
     converged: bool = True
     server_cpu: float = 0.0
+    db_cpu: float = 0.0  # PostgreSQL's processes, as a share of one core (PostgreSQL runs only)
     server_threads: list[float] = field(default_factory=list)
     driver_cpu: float = 0.0
     peak_rss: int = 0
@@ -346,7 +356,24 @@ class LoadResult:
         data["server_cpu_us_per_op"] = (
             self.server_cpu * self.duration / self.acks * 1e6 if self.acks else None
         )
+        data["db_cpu_us_per_op"] = (
+            self.db_cpu * self.duration / self.acks * 1e6 if self.acks and self.db_cpu else None
+        )
         return data
+
+
+def postgres_cpu() -> float:
+    """User+system seconds of every PostgreSQL process on this machine (the server under test
+    runs on the machine's own PostgreSQL; anything else using it is counted too)."""
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in ("postgres", "postmaster"):
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def percentiles(hist: Histogram) -> dict[str, float | None]:
@@ -370,6 +397,7 @@ def run_load(
     also: Sequence[Server] = (),
     full_clients: int | None = None,
     seed_length: int = 0,
+    database_cpu: bool = False,
 ) -> LoadResult:
     """Runs ``clients`` (doc, src) from ``procs`` driver processes against ``server``.
 
@@ -406,6 +434,7 @@ def run_load(
             driver.send({"cmd": "go", "start": start, "measure": measure, "end": end})
         time.sleep(max(0.0, measure - time.monotonic()))  # the run is timed by the clock
         cpu_before = sum(s.cpu() for s in servers)
+        db_before = postgres_cpu() if database_cpu else 0.0
         threads_before = server.thread_cpu()
         spy = None
         if profile is not None and server.process is not None:
@@ -417,6 +446,7 @@ def run_load(
             )
         time.sleep(max(0.0, end - time.monotonic()))
         cpu_after = sum(s.cpu() for s in servers)
+        db_after = postgres_cpu() if database_cpu else 0.0
         threads_after = server.thread_cpu()
         if spy is not None:
             spy.wait(60)
@@ -449,6 +479,7 @@ def run_load(
         if protocol == "collab" and result.behind == 0:
             result.converged &= server_agrees(server, revs, hashes, token)
         result.server_cpu = (cpu_after - cpu_before) / sizes.duration
+        result.db_cpu = (db_after - db_before) / sizes.duration
         # The busiest threads (the event loop, then the database driver's) as core shares.
         result.server_threads = sorted(
             ((threads_after[t] - threads_before.get(t, 0.0)) / sizes.duration
@@ -514,9 +545,21 @@ class Bench:
             **UNTHROTTLED,
             **self.extra_env,
         }
+        env = self.traced(env, name)
         subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
                        cwd=str(self.workdir), capture_output=True)
         return Server("collab", self.workdir, [], env)
+
+    def traced(self, env: dict[str, str], name: str) -> dict[str, str]:
+        """``env`` with the trace of ``benchmarks/trace`` switched on when --trace asks."""
+        if not self.args.trace:
+            return env
+        return {
+            **env,
+            "COLLAB_BENCH_TRACE": str(self.workdir / f"trace-{name}.json"),
+            "PYTHONPATH": os.pathsep.join(
+                [str(BENCH / "trace"), *filter(None, [env.get("PYTHONPATH")])]),
+        }
 
     def profile(self, name: str) -> Path | None:
         if not self.args.profile:
@@ -554,26 +597,85 @@ class Bench:
             f"{loops / statements:,.0f}/s (its statements alone), {loops / writer:,.0f}/s "
             "(through its writer thread)")
 
+    @contextlib.contextmanager
+    def postgres_database(self) -> Iterator[str]:
+        """A fresh PostgreSQL database for one server (dropped after); its URL."""
+        database = asyncio.run(create_database(BENCH_POSTGRES_URL))
+        try:
+            yield database
+        finally:
+            asyncio.run(drop_database(BENCH_POSTGRES_URL, database))
+
+    def collab_postgres_server(self, database: str) -> Server:
+        env = {"COLLAB_DATABASE_URL": database, "COLLAB_JWT_SECRET": SECRET,
+               **UNTHROTTLED, **self.extra_env}
+        subprocess.run([str(COLLAB), "migrate"], env={**os.environ, **env}, check=True,
+                       cwd=str(self.workdir), capture_output=True)
+        return Server("collab", self.workdir, [], env)
+
+    @contextlib.contextmanager
+    def server_for(self, kind: str, docs: list[str], seed: str) -> Iterator[Server]:
+        """A started server of ``kind`` with ``docs`` created holding ``seed`` (empty: collab
+        creates documents on first use, ShareDB at start): ``collab`` (SQLite), ``sharedb``
+        (in memory), ``collab-postgres`` and ``sharedb-postgres`` (each on a fresh database of
+        the machine's PostgreSQL)."""
+        with contextlib.ExitStack() as stack:
+            database = (stack.enter_context(self.postgres_database())
+                        if kind.endswith("-postgres") else None)
+            if kind.startswith("collab"):
+                server = (self.collab_server(f"{kind}-{len(docs)}") if database is None
+                          else self.collab_postgres_server(database))
+                stack.enter_context(server)
+                if seed:
+                    create_documents(server, docs, seed)
+            else:
+                args = ["--content", seed]
+                if database is not None:
+                    args += ["--postgres", database.replace("postgresql+asyncpg://",
+                                                            "postgresql://")]
+                server = stack.enter_context(
+                    Server("sharedb", self.workdir, docs, {}, sharedb_args=args))
+            yield server
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The side-by-side pairs --vs-sharedb runs: collab on SQLite against ShareDB in memory,
+        collab on PostgreSQL against ShareDB with sharedb-postgres (durable against durable)."""
+        pairs = []
+        if self.args.pair in ("all", "memory"):
+            pairs.append(("collab", "sharedb"))
+        if self.args.pair in ("all", "postgres"):
+            pairs.append(("collab-postgres", "sharedb-postgres"))
+        return pairs
+
     def hot(self) -> None:
-        results: dict[str, Any] = {"collab": {}, "sharedb": {}}
+        kinds = ["collab"]
+        if self.args.vs_sharedb:
+            kinds = [kind for pair in self.pairs() for kind in pair]
+        results: dict[str, Any] = {kind: {} for kind in ("collab", "sharedb", *kinds)}
         for n in self.sizes.hot_clients:
             doc = f"hot-{n}"
             clients = [(doc, f"c{n}-{i}") for i in range(n)]
-            with self.collab_server(f"hot-{n}") as server:
-                log(f"hot document, {n} clients: collab")
-                result = run_load(server, "collab", clients, "closed", self.sizes,
-                                  self.workdir, self.args.procs, profile=self.profile(f"hot{n}"))
-                result.peak_rss = server.stop()
-            results["collab"][n] = result.summary()
-            log(f"  {result.ops_per_second:,.0f} ops/s, ack p99 {result.ack['p99']:.1f} ms")
-            if self.args.vs_sharedb:
-                with Server("sharedb", self.workdir, [doc], {}) as server:
-                    log(f"hot document, {n} clients: ShareDB")
-                    result = run_load(server, "sharedb", clients, "closed", self.sizes,
-                                      self.workdir, self.args.procs)
-                    result.peak_rss = server.stop()
-                results["sharedb"][n] = result.summary()
-                log(f"  {result.ops_per_second:,.0f} ops/s, ack p99 {result.ack['p99']:.1f} ms")
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+            for round_ in range(self.args.rounds):
+                for kind in kinds:  # alternating: collab, ShareDB, collab, ShareDB, ...
+                    # ShareDB on PostgreSQL needs a non-empty text (see server.js); the
+                    # durable pair both start from it.
+                    seed = HOT_SEED if kind.endswith("-postgres") else ""
+                    with self.server_for(kind, [doc], seed) as server:
+                        log(f"hot document, {n} clients: {kind}"
+                            + (f" (round {round_ + 1})" if self.args.rounds > 1 else ""))
+                        result = run_load(
+                            server, "collab" if kind.startswith("collab") else "sharedb",
+                            clients, "closed", self.sizes, self.workdir, self.args.procs,
+                            profile=self.profile(f"hot{n}-{kind}")
+                            if kind.startswith("collab") else None,
+                            database_cpu=kind.endswith("-postgres"))
+                        result.peak_rss = server.stop()
+                    runs[kind].append(result.summary())
+                    log(f"  {result.ops_per_second:,.0f} ops/s, ack p99 "
+                        f"{fmt(result.ack['p99'])} ms")
+            for kind, summaries in runs.items():
+                results[kind][n] = median_run(summaries)
         self.results["hot"] = results
 
     def crowd(self) -> None:
@@ -596,15 +698,32 @@ class Bench:
         log(f"  peer p95 {result.peer['p95']:.1f} ms, server CPU {result.server_cpu:.0%}")
 
     def many(self) -> None:
+        """Many rooms: two authors per document typing at the open-loop rate; with --vs-sharedb
+        the same load on ShareDB, and the durable pair on PostgreSQL, side by side."""
         docs = self.sizes.many_docs
-        clients = [(f"doc-{d}", f"m{d}-{i}") for d in range(docs) for i in range(2)]
-        with self.collab_server("many") as server:
-            log(f"many documents: {docs} documents, 2 typists each at {self.sizes.rate}/s")
-            result = run_load(server, "collab", clients, "open", self.sizes, self.workdir,
-                              self.args.procs, rate=self.sizes.rate, profile=self.profile("many"))
-            result.peak_rss = server.stop()
-        self.results["many"] = result.summary()
-        log(f"  peer p95 {result.peer['p95']:.1f} ms, server CPU {result.server_cpu:.0%}")
+        names = [f"doc-{d}" for d in range(docs)]
+        clients = [(doc, f"m{d}-{i}") for d, doc in enumerate(names) for i in range(2)]
+        kinds = ["collab"]
+        if self.args.vs_sharedb:
+            kinds = [kind for pair in self.pairs() for kind in pair]
+        results: dict[str, Any] = {}
+        for kind in kinds:
+            seed = HOT_SEED if kind.endswith("-postgres") else ""
+            with self.server_for(kind, names, seed) as server:
+                log(f"many rooms: {docs} documents, 2 authors each at {self.sizes.rate}/s: {kind}")
+                result = run_load(
+                    server, "collab" if kind.startswith("collab") else "sharedb", clients,
+                    "open", self.sizes, self.workdir, self.args.procs, rate=self.sizes.rate,
+                    profile=self.profile(f"many-{kind}") if kind.startswith("collab") else None,
+                    database_cpu=kind.endswith("-postgres"))
+                result.peak_rss = server.stop()
+            results[kind] = result.summary()
+            if self.args.trace and kind == "collab":
+                results[kind]["trace"] = summarize_trace(
+                    self.workdir / f"trace-{kind}-{len(names)}.json", self.sizes)
+            log(f"  {result.ops_per_second:,.0f} acked/s, peer p95 {fmt(result.peer['p95'])} ms, "
+                f"CPU/op {fmt(results[kind]['server_cpu_us_per_op'], 0)} µs")
+        self.results["many_rooms"] = results
 
     def cluster(self) -> None:
         """The many-documents load on PostgreSQL: one process, then two joined by Redis."""
@@ -629,18 +748,29 @@ class Bench:
                 if count > 1:
                     node_env["COLLAB_REDIS_URL"] = BENCH_REDIS_URL
                     node_env["COLLAB_REDIS_PREFIX"] = f"bench-{os.getpid()}-{count}:"
-                servers = [Server("collab", self.workdir, [], node_env) for _ in range(count)]
+                servers = [Server("collab", self.workdir, [], self.traced(node_env,
+                                                                          f"cluster-{count}-{i}"))
+                           for i in range(count)]
                 for server in servers:
                     server.start()
                 try:
                     log(f"many documents on PostgreSQL, {count} process(es): {docs} documents")
                     result = run_load(servers[0], "collab", clients, "open", self.sizes,
                                       self.workdir, max(self.args.procs, count),
-                                      rate=self.sizes.rate, also=servers[1:])
+                                      rate=self.sizes.rate, also=servers[1:],
+                                      profile=self.profile(f"cluster{count}"),
+                                      database_cpu=True)
                 finally:
                     peaks = [server.stop() for server in servers]
                 result.peak_rss = sum(peaks)
                 results[str(count)] = result.summary()
+                if self.args.trace:
+                    results[str(count)]["counts"] = [
+                        orjson.loads((self.workdir / f"trace-cluster-{count}-{i}.json")
+                                     .read_bytes()).get("counts")
+                        for i in range(count)
+                    ]
+                    log(f"  per process: {results[str(count)]['counts']}")
                 log(f"  {result.ops_per_second:,.0f} ops/s, peer p95 {fmt(result.peer['p95'])} ms")
         finally:
             asyncio.run(drop_database(BENCH_POSTGRES_URL, database))
@@ -724,8 +854,8 @@ class Bench:
             f"p99 {self.results['history']['p99_ms']:.2f} ms")
 
     def run(self, scenarios: list[str]) -> None:
-        if self.args.vs_sharedb and "hot" in scenarios:
-            ensure_sharedb()
+        if self.args.vs_sharedb and {"hot", "many"} & set(scenarios):
+            self.args.vs_sharedb = ensure_sharedb()
         try:
             for name in scenarios:
                 getattr(self, name)()
@@ -734,6 +864,82 @@ class Bench:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             else:
                 log(f"kept {self.workdir}")
+
+
+def summarize_trace(path: Path, sizes: Sizes) -> dict[str, Any]:
+    """What ``benchmarks/trace`` recorded in the server: the last ``sizes.duration`` seconds
+    before the load stopped are taken as the measured window (the drain after it is quiet)."""
+    trace = orjson.loads(path.read_bytes())
+    commits, collections, lags = trace["commits"], trace["gc"], trace["lag"]
+    if not lags:
+        return {}
+    # The measured window ends where the lag probe's last busy stretch does: use the commits.
+    end = max(c[0] + c[1] for c in commits) if commits else lags[-1][0]
+    start = end - sizes.duration
+    commits = [c for c in commits if start <= c[0] <= end]
+    collections = [g for g in collections if start <= g[0] <= end]
+    lags = [lag for lag in lags if start <= lag[0] <= end]
+    durations = sorted(c[1] for c in commits)
+    lag_values = sorted(lag[1] for lag in lags)
+    slow_lags = [lag for lag in lags if lag[1] > 0.02]
+
+    def overlaps(at: float, length: float, spans: list[Any]) -> bool:
+        return any(s[0] < at + length and at - PROBE_WINDOW < s[0] + s[1] for s in spans)
+
+    summary = {
+        "commits": len(commits),
+        "commit_ms": {p: quantile(durations, p) * 1000 for p in (50, 99, 100)} if durations
+        else {},
+        "commits_over_20ms": sum(d > 0.02 for d in durations),
+        "ops_per_commit": statistics.fmean(c[3] for c in commits) if commits else 0,
+        "gc": {str(gen): {"count": sum(g[2] == gen for g in collections),
+                          "ms_total": sum(g[1] for g in collections if g[2] == gen) * 1000,
+                          "ms_max": max((g[1] for g in collections if g[2] == gen),
+                                        default=0) * 1000}
+               for gen in (0, 1, 2)},
+        "lag_ms": {p: quantile(lag_values, p) * 1000 for p in (50, 95, 99, 100)},
+        "lags_over_20ms": len(slow_lags),
+        "counts": trace.get("counts"),
+        "slow_lags_with_gc": sum(overlaps(a - d, d, collections) for a, d in slow_lags),
+        "slow_lags_with_slow_commit": sum(
+            overlaps(a - d, d, [c for c in commits if c[1] > 0.02]) for a, d in slow_lags),
+    }
+    log(f"  trace: {summary['commits']} commits, p50/p99/max "
+        + "/".join(f"{v:.1f}" for v in summary["commit_ms"].values())
+        + f" ms, {summary['commits_over_20ms']} over 20 ms; loop lag p50/p95/p99/max "
+        + "/".join(f"{v:.1f}" for v in summary["lag_ms"].values())
+        + f" ms, {summary['lags_over_20ms']} over 20 ms ({summary['slow_lags_with_gc']} "
+        f"with a GC, {summary['slow_lags_with_slow_commit']} with a slow commit); GC "
+        + ", ".join(f"gen {g}: {v['count']}, max {v['ms_max']:.1f} ms"
+                    for g, v in summary["gc"].items()))
+    return summary
+
+
+PROBE_WINDOW = 0.005  # the trace's lag probe period
+
+
+def median_run(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median ops/s of alternating rounds, with every round's ops/s and ack
+    p99 beside it."""
+    ranked = sorted(summaries, key=lambda r: r["ops_per_second"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    if len(summaries) > 1:
+        chosen["rounds"] = [
+            {"ops_per_second": r["ops_per_second"], "ack_p99": r["ack"]["p99"],
+             "server_cpu_us_per_op": r["server_cpu_us_per_op"]}
+            for r in summaries
+        ]
+    return chosen
+
+
+def create_documents(server: Server, docs: list[str], content: str) -> None:
+    """Creates ``docs`` on a collab server holding ``content`` (REST ``POST /documents``)."""
+    token = mint_token(SECRET, "bench", ttl=3600)
+    for doc in docs:
+        status, body = http_post(server.port, "/documents", {"id": doc, "content": content},
+                                 token)
+        if status != 201:
+            raise RuntimeError(f"creating {doc}: {status} {body!r}")
 
 
 def run_idle(
@@ -932,13 +1138,17 @@ async def drop_database(admin_url: str, database_url: str) -> None:
         await conn.close()
 
 
-def ensure_sharedb() -> None:
+def ensure_sharedb() -> bool:
+    """Installs ShareDB on first use; False (with a note) when node or npm is missing."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise SystemExit("--vs-sharedb needs node and npm on PATH")
-    if not (SHAREDB_DIR / "node_modules" / "sharedb").is_dir():
-        log("installing ShareDB into benchmarks/sharedb (npm install)")
-        subprocess.run(["npm", "install", "--prefix", str(SHAREDB_DIR), "--no-audit",
-                        "--no-fund"], check=True)
+        log("--vs-sharedb needs node and npm on PATH: collab alone this time")
+        return False
+    modules = SHAREDB_DIR / "node_modules"
+    if not all((modules / name).is_dir() for name in ("sharedb", "sharedb-postgres")):
+        log("installing ShareDB into benchmarks/sharedb (npm ci: the versions of the lock)")
+        subprocess.run(["npm", "ci", "--prefix", str(SHAREDB_DIR), "--no-audit", "--no-fund"],
+                       check=True)
+    return True
 
 
 def machine() -> dict[str, Any]:
@@ -974,6 +1184,21 @@ def flags(r: dict[str, Any]) -> str:
     return f"{info} ⚠ {'; '.join(notes)} |" if notes else f"{info} |"
 
 
+KINDS = ("collab", "sharedb", "collab-postgres", "sharedb-postgres")
+PAIRS = (("collab", "sharedb"), ("collab-postgres", "sharedb-postgres"))
+LABELS = {
+    "collab": "collab (SQLite)",
+    "sharedb": "ShareDB (in memory)",
+    "collab-postgres": "collab (PostgreSQL)",
+    "sharedb-postgres": "ShareDB + sharedb-postgres",
+}
+
+
+def cpu_per_op(r: dict[str, Any], key: str = "server_cpu_us_per_op") -> str:
+    value = r.get(key)
+    return "-" if value is None else f"{value:,.0f} µs"
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -988,29 +1213,42 @@ def markdown(results: dict[str, Any]) -> str:
             f"**Hot document** (closed loop, {sizes['duration']:g} s per level)",
             "",
             "| server | clients | ops/s | deliveries/s | ack p50 | ack p99 | peer p50 | peer p99 "
-            "| server CPU | peak RSS | notes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| server CPU | CPU per op | peak RSS | notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
-        for kind in ("collab", "sharedb"):
-            for n, r in hot[kind].items():
+        for kind in KINDS:
+            for n, r in hot.get(kind, {}).items():
                 lines.append(
-                    f"| {kind} | {n} | {fmt(r['ops_per_second'], 0)} "
+                    f"| {LABELS[kind]} | {n} | {fmt(r['ops_per_second'], 0)} "
                     f"| {fmt(r['deliveries_per_second'], 0)} "
                     f"| {fmt(r['ack']['p50'])} ms | {fmt(r['ack']['p99'])} ms "
                     f"| {fmt(r['peer']['p50'])} ms | {fmt(r['peer']['p99'])} ms "
-                    f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+                    f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} "
+                    f"| {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
                 )
-        if hot["sharedb"]:
-            lines += ["", "| clients | ops/s collab ÷ ShareDB | ack p99 collab ÷ ShareDB |",
-                      "| ---: | ---: | ---: |"]
-            for n, r in hot["collab"].items():
-                s = hot["sharedb"].get(n)
-                if s:
-                    lines.append(
-                        f"| {n} | {r['ops_per_second'] / s['ops_per_second']:.2f}x "
-                        f"| {r['ack']['p99'] / s['ack']['p99']:.2f}x |"
+        ratios = []
+        for ours, theirs in PAIRS:
+            for n, r in hot.get(ours, {}).items():
+                other = hot.get(theirs, {}).get(n)
+                if other and other["ops_per_second"] and other["ack"]["p99"]:
+                    ratios.append(
+                        f"| {LABELS[ours]} ÷ {LABELS[theirs]} | {n} "
+                        f"| {r['ops_per_second'] / other['ops_per_second']:.2f}x "
+                        f"| {r['ack']['p99'] / other['ack']['p99']:.2f}x |"
                     )
-        if commit and "2" in {str(k) for k in hot["collab"]}:
+        if ratios:
+            lines += ["", "| pair | clients | ops/s | ack p99 |", "| --- | ---: | ---: | ---: |",
+                      *ratios]
+        rounds = [
+            f"{LABELS[kind]} at {n} clients: " + ", ".join(
+                f"{fmt(x['ops_per_second'], 0)} ops/s (ack p99 {fmt(x['ack_p99'])} ms)"
+                for x in r["rounds"])
+            for kind in KINDS for n, r in hot.get(kind, {}).items() if r.get("rounds")
+        ]
+        if rounds:
+            lines += ["", "Alternating rounds (the table shows the median): "
+                      + "; ".join(rounds) + "."]
+        if commit and "2" in {str(k) for k in hot.get("collab", {})}:
             two = hot["collab"].get(2) or hot["collab"].get("2")
             bound = commit["commits_per_second"]
             share = two["ops_per_second"] / bound
@@ -1022,15 +1260,54 @@ def markdown(results: dict[str, Any]) -> str:
                           f"statements and {commit['writer_per_second'] / bound:.0%} through "
                           "its writer thread, one commit at a time."]
         lines.append("")
+    many = results.get("many_rooms")
+    if many:
+        offered = sizes["many_docs"] * 2 * sizes["rate"]
+        lines += [
+            f"**Many rooms** ({sizes['many_docs']} documents, 2 authors each, {sizes['rate']:g} "
+            f"keystrokes/s each, one op in flight per author: {offered:,.0f} ops/s offered)",
+            "",
+            "| server | typed/s | acked/s | acked ÷ offered | peer p50 | peer p95 | peer p99 "
+            "| server CPU | server CPU per acked op | PostgreSQL CPU per acked op | peak RSS "
+            "| notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for kind in KINDS:
+            r = many.get(kind)
+            if r:
+                lines.append(
+                    f"| {LABELS[kind]} | {fmt(r['typed_per_second'], 0)} "
+                    f"| {fmt(r['ops_per_second'], 0)} "
+                    f"| {r['ops_per_second'] / offered:.1%} | {fmt(r['peer']['p50'])} ms "
+                    f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
+                    f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} "
+                    f"| {cpu_per_op(r, 'db_cpu_us_per_op')} "
+                    f"| {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+                )
+        ratios = []
+        for ours, theirs in PAIRS:
+            r, other = many.get(ours), many.get(theirs)
+            if r and other and other["peer"]["p95"] and other["server_cpu_us_per_op"]:
+                ratios.append(
+                    f"| {LABELS[ours]} ÷ {LABELS[theirs]} "
+                    f"| {r['ops_per_second'] / other['ops_per_second']:.2f}x "
+                    f"| {r['peer']['p95'] / other['peer']['p95']:.2f}x "
+                    f"| {r['server_cpu_us_per_op'] / other['server_cpu_us_per_op']:.2f}x |"
+                )
+        if ratios:
+            lines += ["", "| pair | acked/s | peer p95 | server CPU per acked op |",
+                      "| --- | ---: | ---: | ---: |", *ratios]
+        lines.append("")
     rows = []
-    for key, label in (("crowd", "Crowd"), ("many", "Many documents")):
+    for key, label in (("crowd", "Crowd"),):
         r = results.get(key)
         if r:
             rows.append(
                 f"| {label} | {r['clients']} | {fmt(r['typed_per_second'], 0)} "
                 f"| {fmt(r['ops_per_second'], 0)} | {fmt(r['peer']['p50'])} ms "
                 f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
-                f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+                f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} | {r['peak_rss'] / 2**20:.0f} MiB |"
+                + flags(r)
             )
     for count, r in (results.get("cluster") or {}).items():
         label = "Many documents, PostgreSQL, " + (
@@ -1040,18 +1317,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {label} | {r['clients']} | {fmt(r['typed_per_second'], 0)} "
             f"| {fmt(r['ops_per_second'], 0)} | {fmt(r['peer']['p50'])} ms "
             f"| {fmt(r['peer']['p95'])} ms | {fmt(r['peer']['p99'])} ms "
-            f"| {r['server_cpu']:.0%} | {r['peak_rss'] / 2**20:.0f} MiB |" + flags(r)
+            f"| {r['server_cpu']:.0%} | {cpu_per_op(r)} | {r['peak_rss'] / 2**20:.0f} MiB |"
+            + flags(r)
         )
     if rows:
         lines += [
             f"**Open-loop typing** ({sizes['rate']:g} keystrokes/s per client)",
             "",
             "| scenario | clients | keystrokes/s | ops sequenced/s | peer p50 | peer p95 "
-            "| peer p99 | server CPU | peak RSS | notes |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| peer p99 | server CPU | CPU per op | peak RSS | notes |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             *rows,
             "",
         ]
+        cluster = results.get("cluster") or {}
+        one, two = cluster.get("1"), cluster.get("2")
+        if one and two and one["server_cpu_us_per_op"] and two["server_cpu_us_per_op"]:
+            lines += [f"Cluster: CPU per op with 2 processes + Redis is "
+                      f"{two['server_cpu_us_per_op'] / one['server_cpu_us_per_op']:.2f}x one "
+                      "process's (both processes' CPU over the ops acknowledged).", ""]
         crowd = results.get("crowd")
         if crowd and crowd.get("light"):
             lines += [
@@ -1113,6 +1397,16 @@ def main() -> None:
                         "the crowd; the others are light typists (a large N: all full)")
     parser.add_argument("--per-document", type=int, default=10, metavar="N",
                         help="idle connections per document in the connections scenario")
+    parser.add_argument("--pair", choices=("all", "memory", "postgres"), default="all",
+                        help="with --vs-sharedb: collab on SQLite against ShareDB in memory "
+                        "(memory), collab on PostgreSQL against ShareDB with sharedb-postgres "
+                        "(postgres), or both (all)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="hot document: N alternating rounds of each server per level "
+                        "(the table shows the median round and lists them all)")
+    parser.add_argument("--trace", action="store_true",
+                        help="many rooms: record the collab server's commit durations, GC "
+                        "pauses and event-loop lag (benchmarks/trace/sitecustomize.py)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()

@@ -33,8 +33,13 @@ def graceful_server(config: uvicorn.Config, app: FastAPI) -> uvicorn.Server:
     import uvicorn
 
     from collab.app import drain
+    from collab.gc_tuning import settle_after_startup
 
     class GracefulServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            settle_after_startup()
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:
                 server.close()

@@ -369,6 +369,48 @@ async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
         await engine.dispose()
 
 
+async def test_the_writer_thread_carries_snapshots_in_its_groups(sqlite_url: str) -> None:
+    """On SQLite a snapshot rides in the writer's next transaction (no second writer): written
+    with the ops waiting beside it, in the session path's format, idempotent, skipped for a
+    deleted document, and still written when a batch in its group breaks a constraint."""
+    engine = create_engine(sqlite_url)
+    sessions = create_session_factory(engine)
+    writer_engine = create_writer_engine(sqlite_url)
+    assert writer_engine is not None
+    writer = SqliteWriter(writer_engine)
+    store = SqlStore(sessions, writer)
+    at = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        for doc in ("a", "b", "gone", "s"):
+            await store.create_document(doc, "", "", T0)
+        assert await store.delete_document("gone")
+        await store.commit("b", 0, [op_at(1, ["b"], src="x", seq=1)])
+        results = await asyncio.gather(
+            store.commit("a", 0, [op_at(1, ["a"])]),
+            store.save_snapshot("a", 1, "a", at),
+            store.save_snapshot("gone", 1, "g", at),
+            store.commit("b", 1, [op_at(2, ["again"], src="x", seq=1)]),  # (x, 1) is taken
+            store.save_snapshot("b", 1, "b", at),
+            store.save_snapshot("b", 1, "other", T0),
+        )
+        assert results[0] is True and results[3] is False
+        snapshots = await store.list_snapshots("a")
+        assert [(s.rev, s.created_at) for s in snapshots] == [(0, T0), (1, at)]
+        assert [s.rev for s in await store.list_snapshots("b")] == [0, 1]
+        assert await store.content_at("b", 1) == "b"
+        assert await store.list_snapshots("gone") == []
+        await store.save_snapshot("s", 1, "y", at)
+        async with engine.connect() as conn:
+            result = await conn.exec_driver_sql(
+                "SELECT rev, created_at FROM snapshots WHERE doc_id = 's' ORDER BY rev")
+            stamps = [row[1] for row in result]
+        assert stamps[1] == "2026-11-24 08:00:00.000005"  # the format every other path writes
+    finally:
+        await writer.close()
+        writer_engine.dispose()
+        await engine.dispose()
+
+
 async def test_extra_rows_land_in_the_commits_transaction(database_url: str) -> None:
     """Rows of another table ride in the op commit: written with a winning batch, never with
     a lost one (how a second kind of update stays exactly as durable as the ops)."""
@@ -433,6 +475,84 @@ async def test_postgres_group_commit_writes_a_group_in_one_go(postgres_database:
         assert [s.rev for s in await store.list_snapshots("b")] == [0]
         assert await store.content_at("c", 2) == "c1c2"
     finally:
+        await committer.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_group_without_extra_rows_is_one_statement(postgres_database: str) -> None:
+    """A group with ops only is written by one statement (no fallback): a lost race inside it
+    writes nothing for that document, the winners' ops and revisions land, and a taken
+    ``(src, seq)`` sends the group to the one-batch path, which refuses only that batch."""
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine, fallback=RefusingCommitter())
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        for doc in ("a", "b", "c"):
+            await store.create_document(doc, "", "", T0)
+        group = [
+            CommitRequest("c", 0, [op_at(1, ["c1"]), op_at(2, [2, "c2"])]),
+            CommitRequest("b", 5, [op_at(6, ["b"])]),  # b is at 0: a lost race
+            CommitRequest("a", 0, [op_at(1, ["a"])]),
+        ]
+        assert await committer.write_group(group) == [True, False, True]
+        assert await store.content_at("a", 1) == "a"
+        assert await store.content_at("c", 2) == "c1c2"
+        assert await store.load_ops("b", after=0) == []
+        b = await store.get_document("b")
+        c = await store.get_document("c")
+        assert b is not None and b.rev == 0 and c is not None and c.rev == 2
+        assert await committer.write_group([CommitRequest("b", 0, [op_at(1, ["b"])])]) == [True]
+    finally:
+        await committer.close()
+        await engine.dispose()
+
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine)
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        taken = CommitRequest("a", 1, [op_at(2, ["x"], seq=1)])  # a's (s, 1) is stored
+        fine = CommitRequest("b", 1, [op_at(2, ["y"])])
+        assert await committer.write_group([taken, fine]) == [False, True]
+        assert [o.rev for o in await store.load_ops("a", after=0)] == [1]
+        assert [o.rev for o in await store.load_ops("b", after=0)] == [1, 2]
+    finally:
+        await committer.close()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_committer_reconnects_after_the_server_closed_its_connections(
+    postgres_database: str,
+) -> None:
+    """The committer holds its connections (no ping per commit): once the server has closed
+    them (a restart, an administrator), the next commit and read take new ones."""
+    engine = create_engine(postgres_database)
+    committer = GroupCommitter(engine, fallback=RefusingCommitter())
+    store = SqlStore(create_session_factory(engine), committer)
+    try:
+        await store.create_document("d", "", "", T0)
+        assert await store.commit("d", 0, [op_at(1, ["a"])])
+        assert [o.rev for o in await store.load_ops("d", after=0)] == [1]
+        held = [await c.get_raw_connection() for c in (committer._connection, committer._reads)
+                if c is not None]
+        assert len(held) == 2
+        closed = [asyncio.Event() for _ in held]
+        for raw, event in zip(held, closed, strict=True):
+            raw.driver_connection.add_termination_listener(lambda _, e=event: e.set())
+        pids = [raw.driver_connection.get_server_pid() for raw in held]
+        admin = create_engine(postgres_database)
+        async with admin.connect() as conn:
+            for pid in pids:
+                await conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        await admin.dispose()
+        async with asyncio.timeout(10):  # until the client side has seen both closes
+            for event in closed:
+                await event.wait()
+        assert await store.commit("d", 1, [op_at(2, [1, "b"])])
+        assert [o.rev for o in await store.load_ops("d", after=0)] == [1, 2]
+    finally:
+        await committer.close()
         await engine.dispose()
 
 

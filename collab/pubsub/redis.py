@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 NODE_TIMEOUT_SECONDS = 10.0
+PUBLISH_BATCH = 512  # messages per pipelined round trip at most
 
 
 def _ignore_message(doc_id: str, node: str, message: Message) -> None:
@@ -207,16 +208,29 @@ class RedisPubSub:
 
     async def _publish_loop(self) -> None:
         while True:
-            channel, data = await self._outbox.get()
+            waiting = [await self._outbox.get()]
+            while len(waiting) < PUBLISH_BATCH and not self._outbox.empty():
+                waiting.append(self._outbox.get_nowait())
             while True:
                 try:
-                    await self._redis.publish(channel, data)
+                    await self._publish_all(waiting)
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
                     self._lost(error)
                     await asyncio.sleep(0.2)  # retry until Redis is back; order is kept
+
+    async def _publish_all(self, messages: list[tuple[str, bytes]]) -> None:
+        """Every message queued meanwhile in one round trip: one ``PUBLISH`` a round trip was
+        most of a second process's extra CPU per op (docs/benchmarks.md)."""
+        if len(messages) == 1:
+            await self._redis.publish(*messages[0])
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for channel, data in messages:
+            pipe.publish(channel, data)
+        await pipe.execute()
 
     async def _heartbeat(self) -> None:
         beat = orjson.dumps({"node": self.node_id})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
 
@@ -78,6 +78,25 @@ class Committer(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class OpsReader(Protocol):
+    """A committer that also reads ops back faster than a session can (``SqlStore.load_ops``
+    uses it when its committer is one): after a lost race every batch reads what it missed."""
+
+    async def load_ops(
+        self, doc_id: str, after: int, until: int | None = None, limit: int | None = None
+    ) -> list[StoredOp]: ...
+
+
+@runtime_checkable
+class SnapshotWriter(Protocol):
+    """A committer that writes snapshots in its own transactions (``SqlStore.save_snapshot``
+    uses it when its committer is one): on SQLite a second writer costs an ``fsync`` and the
+    write lock the op commits wait for."""
+
+    async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None: ...
 
 
 class Store(Protocol):

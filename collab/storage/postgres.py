@@ -1,13 +1,21 @@
-"""PostgreSQL's committer: the batches that wait while a transaction commits share the next one."""
+"""PostgreSQL's committer: the batches that wait while a transaction commits share the next one.
+
+On asyncpg a group without extra rows is one statement in one round trip (``ONE_ROUND_TRIP``):
+a server that commits one op per round trip (two clients on a hot document) waited on five
+(``BEGIN``, the lock, the update, the insert, ``COMMIT``) plus the pool's ping.
+docs/benchmarks.md has the measurements.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Any
 
+import orjson
 from sqlalchemy import column, select, update, values
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from collab.storage.base import CommitRequest, Committer
 from collab.storage.sql import (
@@ -19,6 +27,7 @@ from collab.storage.sql import (
     settle,
     winners_rows,
 )
+from collab.types import StoredOp
 
 
 def _advance_all(group: list[CommitRequest]) -> Any:
@@ -45,6 +54,62 @@ def _advance_all(group: list[CommitRequest]) -> Any:
     )
 
 
+# One statement, so one round trip in autocommit: lock the group's documents in id order (the
+# locking CTE takes the lock an UPDATE of non-key columns takes, and is read by an uncorrelated
+# sub-select, which PostgreSQL evaluates once, as a one-time filter, before the update touches
+# any row: two processes' groups never take the same rows in opposite orders), advance those
+# still at their base revision, insert the ops of the documents advanced, and return which.
+# A unique violation aborts the whole statement.
+ONE_ROUND_TRIP = """
+WITH locked AS (
+    SELECT id FROM documents WHERE id = ANY($1::varchar[]) ORDER BY id FOR NO KEY UPDATE
+),
+advanced AS (
+    UPDATE documents AS d SET rev = b.rev, updated_at = b.at
+    FROM unnest($1::varchar[], $2::integer[], $3::integer[], $4::timestamptz[])
+        AS b(id, base, rev, at)
+    WHERE d.id = b.id AND d.rev = b.base AND (SELECT count(*) FROM locked) >= 0
+    RETURNING d.id
+),
+inserted AS (
+    INSERT INTO operations (doc_id, rev, op, src, seq, user_id, created_at)
+    SELECT o.doc_id, o.rev, o.op, o.src, o.seq, o.user_id, o.created_at
+    FROM unnest($5::varchar[], $6::integer[], $7::text[], $8::varchar[], $9::integer[],
+                $10::varchar[], $11::timestamptz[])
+        AS o(doc_id, rev, op, src, seq, user_id, created_at)
+    WHERE o.doc_id IN (SELECT id FROM advanced)
+)
+SELECT id FROM advanced
+"""
+
+
+def one_round_trip_args(group: list[CommitRequest]) -> list[list[Any]]:
+    """The eleven arrays ``ONE_ROUND_TRIP`` takes: the batches, then every op of the group."""
+    batches: list[list[Any]] = [[], [], [], []]
+    ops: list[list[Any]] = [[], [], [], [], [], [], []]
+    for request in group:
+        last = request.ops[-1]
+        for column_values, value in zip(
+            batches, (request.doc_id, request.base_rev, last.rev, last.created_at), strict=True
+        ):
+            column_values.append(value)
+        for row in request.op_rows():
+            for column_values, key in zip(ops, _OP_COLUMNS, strict=True):
+                column_values.append(row[key])
+    return batches + ops
+
+
+_OP_COLUMNS = ("doc_id", "rev", "op", "src", "seq", "user_id", "created_at")
+# LIMIT NULL is no limit; the revision bound is an integer column's largest value.
+LOAD_OPS = """
+SELECT rev, op, src, seq, user_id, created_at FROM operations
+WHERE doc_id = $1 AND rev > $2 AND rev <= $3 ORDER BY rev LIMIT $4
+"""
+_NO_UNTIL = 2**31 - 1
+# SQLSTATE class 23: a unique or foreign key violation (asyncpg's errors carry ``sqlstate``).
+_INTEGRITY_VIOLATION = "23"
+
+
 class GroupCommitter:
     """One transaction at a time from this process, each a fixed number of round trips however
     many documents it carries: one ``UPDATE … FROM (VALUES …)`` advances every document still
@@ -58,6 +123,12 @@ class GroupCommitter:
         self._fallback = fallback or EngineCommitter(engine)
         self._waiting: Waiting = []
         self._writer: asyncio.Task[None] | None = None
+        self._one_statement = engine.dialect.driver == "asyncpg"
+        # Held between groups: a checkout from the pool pings the server (one round trip more).
+        self._connection: AsyncConnection | None = None
+        # Reads (load_ops) on a connection of their own, one at a time, in autocommit.
+        self._reads: AsyncConnection | None = None
+        self._reading = asyncio.Lock()
 
     async def commit(self, request: CommitRequest) -> bool:
         if not request.ops:
@@ -83,8 +154,12 @@ class GroupCommitter:
 
     async def write_group(self, group: list[CommitRequest]) -> list[bool]:
         """Commits ``group`` (one batch per document) and says which batches won."""
-        if len(group) == 1 or len({request.doc_id for request in group}) != len(group):
+        if len({request.doc_id for request in group}) != len(group):
             return [await self._fallback.commit(request) for request in group]
+        if self._one_statement and not any(request.extra_rows for request in group):
+            return await self._write_in_one_statement(group)
+        if len(group) == 1:
+            return [await self._fallback.commit(group[0])]
         try:
             async with self._engine.begin() as conn:
                 # Lock the rows in id order first: another process's group locking the same
@@ -108,6 +183,89 @@ class GroupCommitter:
             # One batch broke a constraint: find which by committing each on its own.
             return [await self._fallback.commit(request) for request in group]
 
+    async def _write_in_one_statement(self, group: list[CommitRequest]) -> list[bool]:
+        try:
+            self._connection, driver = await self._open(self._connection)
+            rows = await driver.fetch(ONE_ROUND_TRIP, *one_round_trip_args(group))
+        except Exception as error:
+            if not str(getattr(error, "sqlstate", "")).startswith(_INTEGRITY_VIOLATION):
+                await self._drop_connection()
+                raise
+            # One batch broke a constraint: find which by committing each on its own.
+            return [await self._fallback.commit(request) for request in group]
+        except BaseException:
+            await self._drop_connection()
+            raise
+        moved = {row[0] for row in rows}
+        return [request.doc_id in moved for request in group]
+
+    async def load_ops(
+        self, doc_id: str, after: int, until: int | None = None, limit: int | None = None
+    ) -> list[StoredOp]:
+        """``Store.load_ops`` in one round trip: through a session it took four (the pool's
+        ping, ``BEGIN``, the query, ``ROLLBACK``) and ORM objects, and with two processes every
+        lost race reads what it missed (docs/benchmarks.md). Other drivers use the session."""
+        if not self._one_statement:
+            return await self._session_load_ops(doc_id, after, until, limit)
+        async with self._reading:
+            try:
+                self._reads, driver = await self._open(self._reads)
+                rows = await driver.fetch(
+                    LOAD_OPS, doc_id, after, _NO_UNTIL if until is None else until, limit
+                )
+            except BaseException:
+                await _drop(self._reads)
+                self._reads = None
+                raise
+        return [
+            StoredOp(rev, orjson.loads(op), src, seq, user_id, created_at.astimezone(UTC))
+            for rev, op, src, seq, user_id, created_at in rows
+        ]
+
+    async def _session_load_ops(
+        self, doc_id: str, after: int, until: int | None, limit: int | None
+    ) -> list[StoredOp]:
+        from collab.db import create_session_factory
+        from collab.storage.sql import SqlStore
+
+        return await SqlStore(create_session_factory(self._engine), self._fallback).load_ops(
+            doc_id, after, until, limit
+        )
+
+    async def _open(self, held: AsyncConnection | None) -> tuple[AsyncConnection, Any]:
+        """``held`` and its asyncpg connection, or a new one if it is missing or was closed
+        (the server restarted, say): what the pool's ping did at every checkout, without the
+        round trip."""
+        if held is not None:
+            raw = await held.get_raw_connection()
+            if raw.driver_connection is not None and not raw.driver_connection.is_closed():
+                return held, raw.driver_connection
+            await _drop(held)
+        held = await self._engine.connect()
+        raw = await held.get_raw_connection()
+        assert raw.driver_connection is not None
+        return held, raw.driver_connection
+
+    async def _drop_connection(self) -> None:
+        """After an error the held connection may be broken: the next group takes a new one."""
+        await _drop(self._connection)
+        self._connection = None
+
     async def close(self) -> None:
         while self._writer is not None:
             await asyncio.wait([self._writer])
+        for connection in (self._connection, self._reads):
+            if connection is not None:
+                await connection.close()
+        self._connection = self._reads = None
+
+
+async def _drop(connection: AsyncConnection | None) -> None:
+    """Closes a held connection that may be broken (the pool forgets it)."""
+    if connection is not None:
+        try:
+            await connection.invalidate()
+            await connection.close()
+        except Exception:
+            pass  # it was broken already
+    return None

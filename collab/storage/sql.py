@@ -31,7 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import ot
 from collab.db import SessionFactory
 from collab.models import Base, Document, Operation, Snapshot
-from collab.storage.base import CommitRequest, Committer, ExtraRows, LostRace
+from collab.storage.base import (
+    CommitRequest,
+    Committer,
+    ExtraRows,
+    LostRace,
+    OpsReader,
+    SnapshotWriter,
+)
 from collab.types import DocumentInfo, LoadedDocument, SnapshotInfo, StoredOp
 
 documents_table = Base.metadata.tables[Document.__tablename__]
@@ -138,6 +145,8 @@ class SqlStore:
     def __init__(self, sessions: SessionFactory, committer: Committer) -> None:
         self._sessions = sessions
         self._committer = committer
+        self._reader = committer if isinstance(committer, OpsReader) else None
+        self._snapshot_writer = committer if isinstance(committer, SnapshotWriter) else None
 
     async def ping(self) -> None:
         async with self._sessions() as session:
@@ -191,6 +200,8 @@ class SqlStore:
     async def load_ops(
         self, doc_id: str, after: int, until: int | None = None, limit: int | None = None
     ) -> list[StoredOp]:
+        if self._reader is not None:
+            return await self._reader.load_ops(doc_id, after, until, limit)
         query = select(Operation).where(Operation.doc_id == doc_id, Operation.rev > after)
         if until is not None:
             query = query.where(Operation.rev <= until)
@@ -263,6 +274,9 @@ class SqlStore:
         return owners
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
+        if self._snapshot_writer is not None:
+            await self._snapshot_writer.save_snapshot(doc_id, rev, content, now)
+            return
         async with self._sessions() as session:
             try:
                 async with session.begin():

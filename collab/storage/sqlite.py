@@ -11,7 +11,9 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeAlias
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect, Engine
@@ -19,6 +21,15 @@ from sqlalchemy.exc import IntegrityError
 
 from collab.storage.base import CommitRequest
 from collab.storage.sql import ADVANCE, INSERT_OPS, Waiting, insert_into, settle, winners_rows
+
+# A snapshot rides in the next group's transaction: written unless one exists at that revision
+# (OR IGNORE) or the document is gone (the EXISTS check: a foreign key failure would roll the
+# whole group back).
+INSERT_SNAPSHOT = insert_into("snapshots").prefix_with("OR IGNORE")
+SNAPSHOT_DOCUMENT_EXISTS = "SELECT 1 FROM documents WHERE id = ?"
+
+# (doc_id, rev, content, created_at) and who waits for it.
+WaitingSnapshots: TypeAlias = list[tuple[dict[str, Any], asyncio.Future[None]]]
 
 
 class DriverStatement:
@@ -64,15 +75,19 @@ class SqliteWriter:
         self._dialect = dialect
         self._advance = DriverStatement(ADVANCE, dialect)
         self._insert_ops = DriverStatement(INSERT_OPS, dialect)
+        self._insert_snapshot = DriverStatement(INSERT_SNAPSHOT, dialect)
         self._inserts: dict[str, DriverStatement] = {}  # extra rows' tables, compiled on use
         # A plain thread and a SimpleQueue: concurrent.futures' futures, locks and callback
         # chains cost more than the hand-off itself (profiled with 50 clients).
-        self._groups: queue.SimpleQueue[list[CommitRequest] | None] = queue.SimpleQueue()
+        self._groups: queue.SimpleQueue[tuple[list[CommitRequest], list[dict[str, Any]]] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: Connection | None = None  # used on the writer thread only
         self._waiting: Waiting = []
-        self._in_flight: Waiting | None = None
+        self._snapshots: WaitingSnapshots = []
+        self._in_flight: tuple[Waiting, WaitingSnapshots] | None = None
         self._idle: asyncio.Future[None] | None = None  # close() waits on it
 
     def statements(self, request: CommitRequest) -> list[tuple[str, tuple[Any, ...]]]:
@@ -94,31 +109,51 @@ class SqliteWriter:
     async def commit(self, request: CommitRequest) -> bool:
         if not request.ops:
             return True
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, done))
+        self._start()
+        return await done
+
+    async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
+        """``Store.save_snapshot`` in the next group's transaction: as its own transaction it
+        was a second writer, with its own ``fsync`` and SQLite's write lock, which the op
+        commits then waited for (``SqlStore`` uses this when its committer has it)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        row = {"doc_id": doc_id, "rev": rev, "content": content, "created_at": now}
+        self._snapshots.append((row, done))
+        self._start()
+        await done
+
+    def _start(self) -> None:
         if self._thread is None:
-            self._loop = loop
+            self._loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
             self._thread.start()
         if self._in_flight is None:
             self._write_next()
-        return await done
 
     def _write_next(self) -> None:
         group, self._waiting = self._waiting, []
-        self._in_flight = group
+        snapshots, self._snapshots = self._snapshots, []
+        self._in_flight = (group, snapshots)
         # Compiled here, on the loop, so the thread never touches the cache.
         for request, _ in group:
             for table in request.extra_rows:
                 self._insert(table)
-        self._groups.put([request for request, _ in group])
+        self._groups.put(([request for request, _ in group], [row for row, _ in snapshots]))
 
     def _answer(self, won: list[bool] | None, error: BaseException | None) -> None:
         """On the loop: the thread's outcome for the group in flight."""
-        group, self._in_flight = self._in_flight or [], None
+        group, snapshots = self._in_flight or ([], [])
+        self._in_flight = None
         settle(group, won, error)
-        if self._waiting:
+        for _, done in snapshots:
+            if not done.done():
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(None)
+        if self._waiting or self._snapshots:
             self._write_next()
         elif self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
@@ -129,9 +164,10 @@ class SqliteWriter:
         loop = self._loop
         assert loop is not None
         try:
-            while (group := self._groups.get()) is not None:
+            while (work := self._groups.get()) is not None:
+                group, snapshots = work
                 try:
-                    won = self._write_group(group)
+                    won = self._write_group(group, snapshots)
                 except Exception as error:
                     loop.call_soon_threadsafe(self._answer, None, error)
                 else:
@@ -141,7 +177,11 @@ class SqliteWriter:
         finally:
             self._close_connection()
 
-    def _write_group(self, group: list[CommitRequest]) -> list[bool]:
+    def _write_group(
+        self,
+        group: list[CommitRequest],
+        snapshots: Sequence[dict[str, Any]] = (),
+    ) -> list[bool]:
         if self._connection is None:
             self._connection = self._engine.connect()
         conn = self._connection
@@ -160,13 +200,24 @@ class SqliteWriter:
                 for table, table_rows in extra.items():
                     statement = self._inserts[table]
                     cursor.executemany(statement.sql, map(statement.parameters, table_rows))
+                self._write_snapshots(cursor, snapshots)
                 cursor.close()
             return won
         except (IntegrityError, sqlite3.IntegrityError):
-            if len(group) == 1:
+            if not snapshots and len(group) == 1:
                 return [False]
-            # One batch broke a constraint: find which by committing each on its own.
-            return [self._write_group([request])[0] for request in group]
+            # One batch broke a constraint: find which by committing each on its own (the
+            # snapshots, which cannot break one, in a transaction of their own).
+            won = [self._write_group([request])[0] for request in group]
+            if snapshots:
+                self._write_group([], snapshots)
+            return won
+
+    def _write_snapshots(self, cursor: Any, snapshots: Sequence[dict[str, Any]]) -> None:
+        statement = self._insert_snapshot
+        for row in snapshots:
+            if cursor.execute(SNAPSHOT_DOCUMENT_EXISTS, (row["doc_id"],)).fetchone():
+                cursor.execute(statement.sql, statement.parameters(row))
 
     def _close_connection(self) -> None:
         if self._connection is not None:
@@ -177,7 +228,7 @@ class SqliteWriter:
         """Answers the groups in flight, then ends the thread (the engine is its owner's)."""
         if self._thread is None:
             return
-        while self._in_flight is not None or self._waiting:
+        while self._in_flight is not None or self._waiting or self._snapshots:
             self._idle = asyncio.get_running_loop().create_future()
             if self._in_flight is None:
                 self._write_next()
