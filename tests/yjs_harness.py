@@ -44,7 +44,7 @@ def _cache_root() -> Path:
 def _installed(prefix: Path) -> bool:
     return all(
         (prefix / "node_modules" / name / "package.json").exists()
-        for name in ("yjs", "y-websocket", "ws")
+        for name in ("yjs", "y-websocket", "ws", "y-codemirror.next", "esbuild")
     )
 
 
@@ -77,13 +77,39 @@ def install() -> Path:
             scratch.rename(prefix)
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)  # a concurrent install finished first
-    driver = prefix / "driver.mjs"
-    source = (HERE / "driver.mjs").read_bytes()
-    if not driver.exists() or driver.read_bytes() != source:
-        temporary = prefix / f"driver.mjs.tmp-{os.getpid()}"
-        temporary.write_bytes(source)
-        temporary.replace(driver)
+    for name in ("driver.mjs", "codemirror_page.mjs", "build_page.mjs"):
+        _copy_if_changed(HERE / name, prefix / name)
     return prefix
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    data = source.read_bytes()
+    if not target.exists() or target.read_bytes() != data:
+        temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        temporary.write_bytes(data)
+        temporary.replace(target)
+
+
+def build_codemirror_page() -> Path:
+    """The y-codemirror.next page's bundle (one ES module), built once per lock file."""
+    prefix = install()
+    bundle = prefix / "page" / "codemirror-yjs.js"
+    source = (HERE / "codemirror_page.mjs").read_bytes()
+    stamp = bundle.with_suffix(".source")
+    if not bundle.exists() or not stamp.exists() or stamp.read_bytes() != source:
+        bundle.parent.mkdir(exist_ok=True)
+        done = subprocess.run(
+            ["node", "build_page.mjs", str(bundle)],
+            cwd=prefix,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"building the y-codemirror.next page failed: {done.stderr[-2000:]}")
+        stamp.write_bytes(source)
+    return bundle
 
 
 class YjsNode:
