@@ -3,12 +3,15 @@
 - ``yjs_documents``: one row per document that has Yjs state; its primary key makes the seeding
   of a Y.Doc from the OT text happen once, even when two processes race to do it.
 - ``yjs_updates``: the exact bytes the server's Y.Doc emitted for each committed step, with the
-  document revision they were committed at. Never regenerated from text.
+  document revision they were committed at. Never regenerated from text. The key is a random
+  id made by the writer, not a database sequence: these rows are inserted by the commit path
+  beside the ops (whatever statement it compiles), and two processes never contend for it.
 - ``yjs_snapshots``: compacted states (``encodeStateAsUpdate``); a compaction writes one and
   deletes the update rows it folded in, in the same transaction.
 
-Loading is the newest snapshot, then every remaining update row in id order (Yjs updates are
-idempotent and commute, so a row both folded in and still present is harmless).
+Loading is the newest snapshot, then every remaining update row in revision order (Yjs updates
+are idempotent and commute, so a row both folded in and still present is harmless, and rows of
+one revision may come in any order).
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ class YjsDocument(Base):
 
 class YjsUpdate(Base):
     __tablename__ = "yjs_updates"
-    __table_args__ = (Index("ix_yjs_updates_doc_id_id", "doc_id", "id"),)
+    __table_args__ = (Index("ix_yjs_updates_doc_id_rev", "doc_id", "rev"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
     doc_id: Mapped[str] = mapped_column(
         String(128), ForeignKey("yjs_documents.doc_id", ondelete="CASCADE")
     )

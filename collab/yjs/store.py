@@ -8,6 +8,7 @@ formatting), and compaction.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from collab.yjs.models import YjsDocument, YjsSnapshot, YjsUpdate
 
 UPDATES_TABLE = YjsUpdate.__tablename__
+_IN_ORDER = (YjsUpdate.rev, YjsUpdate.created_at, YjsUpdate.id)
 
 
 class RevisionCompacted(Exception):
@@ -31,7 +33,8 @@ def update_rows(
 ) -> list[dict[str, Any]]:
     """``yjs_updates`` rows for ``(rev, update)`` pairs, for a commit's extra rows."""
     return [
-        {"doc_id": doc_id, "rev": rev, "data": data, "created_at": now} for rev, data in updates
+        {"id": secrets.token_hex(16), "doc_id": doc_id, "rev": rev, "data": data, "created_at": now}
+        for rev, data in updates
     ]
 
 
@@ -66,7 +69,7 @@ class YjsStore:
                 .limit(1)
             )
             rows = await session.scalars(
-                select(YjsUpdate.data).where(YjsUpdate.doc_id == doc_id).order_by(YjsUpdate.id)
+                select(YjsUpdate.data).where(YjsUpdate.doc_id == doc_id).order_by(*_IN_ORDER)
             )
             return ([snapshot] if snapshot is not None else []) + list(rows)
 
@@ -77,7 +80,7 @@ class YjsStore:
             rows = await session.scalars(
                 select(YjsUpdate.data)
                 .where(YjsUpdate.doc_id == doc_id, YjsUpdate.rev >= rev)
-                .order_by(YjsUpdate.id)
+                .order_by(*_IN_ORDER)
             )
             return list(rows)
 
@@ -126,7 +129,7 @@ class YjsStore:
                 await session.execute(
                     select(YjsUpdate.id, YjsUpdate.rev, YjsUpdate.data)
                     .where(YjsUpdate.doc_id == doc_id)
-                    .order_by(YjsUpdate.id)
+                    .order_by(*_IN_ORDER)
                 )
             ).all()
             if not rows:
@@ -167,6 +170,6 @@ class YjsStore:
                 return bytes(exact.data)
             if rev is not None:
                 rows = rows.where(YjsUpdate.rev <= rev)
-            updates = list(await session.scalars(rows.order_by(YjsUpdate.id)))
+            updates = list(await session.scalars(rows.order_by(*_IN_ORDER)))
         base = [newest.data] if newest is not None else []
         return merge_state(base + updates)

@@ -31,10 +31,13 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("doc_id", name=op.f("pk_yjs_documents")),
     )
-    for table in ("yjs_updates", "yjs_snapshots"):
+    for table, key, index in (
+        ("yjs_updates", sa.String(length=32), "rev"),
+        ("yjs_snapshots", sa.Integer(), "id"),
+    ):
         op.create_table(
             table,
-            sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+            sa.Column("id", key, autoincrement=table == "yjs_snapshots", nullable=False),
             sa.Column("doc_id", sa.String(length=128), nullable=False),
             sa.Column("rev", sa.Integer(), nullable=False),
             sa.Column("data", sa.LargeBinary(), nullable=False),
@@ -47,11 +50,11 @@ def upgrade() -> None:
             ),
             sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")),
         )
-        op.create_index(f"ix_{table}_doc_id_id", table, ["doc_id", "id"], unique=False)
+        op.create_index(f"ix_{table}_doc_id_{index}", table, ["doc_id", index], unique=False)
 
 
 def downgrade() -> None:
-    for table in ("yjs_snapshots", "yjs_updates"):
-        op.drop_index(f"ix_{table}_doc_id_id", table_name=table)
+    for table, index in (("yjs_snapshots", "id"), ("yjs_updates", "rev")):
+        op.drop_index(f"ix_{table}_doc_id_{index}", table_name=table)
         op.drop_table(table)
     op.drop_table("yjs_documents")

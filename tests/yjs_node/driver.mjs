@@ -21,6 +21,7 @@ console.warn = (...args) => {
       if (c.provider.url === match[1]) {
         c.denied.push(text)
         emit({ event: 'permission-denied', name })
+        for (const waiter of [...c.waiters]) waiter()
       }
     }
     return
@@ -60,12 +61,14 @@ const waitFor = (c, check, timeoutMs, what) => new Promise((resolve, reject) => 
   }, timeoutMs)
   const cleanup = () => {
     clearTimeout(timer)
+    c.waiters.delete(done)
     c.doc.off('update', done)
     c.provider.off('sync', done)
     c.provider.off('status', done)
     c.provider.off('closed', done)
     c.provider.awareness.off('change', done)
   }
+  c.waiters.add(done)
   c.doc.on('update', done)
   c.provider.on('sync', done)
   c.provider.on('status', done)
@@ -80,7 +83,7 @@ const commands = {
     const provider = new WebsocketProvider(url, room, doc, {
       WebSocketPolyfill: WebSocket, params, disableBc: true, connect
     })
-    const c = { doc, provider, text: doc.getText(root), status: 'connecting', closes: [], terminal: null, denied: [], synced: 0 }
+    const c = { doc, provider, text: doc.getText(root), status: 'connecting', closes: [], terminal: null, denied: [], synced: 0, waiters: new Set() }
     clients.set(name, c)
     if (user) provider.awareness.setLocalStateField('user', user)
     provider.on('status', ({ status }) => { c.status = status })
