@@ -15,10 +15,9 @@ const emit = (line) => process.stdout.write(JSON.stringify(line) + '\n')
 const warn = console.warn
 console.warn = (...args) => {
   const text = args.join(' ')
-  const match = /^Permission denied to access (\S+)/.exec(text)
-  if (match) {
+  if (text.startsWith('Permission denied to access ')) {
     for (const [name, c] of clients) {
-      if (c.provider.url === match[1]) {
+      if (text.startsWith(`Permission denied to access ${c.provider.url}.`)) {
         c.denied.push(text)
         emit({ event: 'permission-denied', name })
         for (const waiter of [...c.waiters]) waiter()
