@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser.conftest import CHROMIUM_ARGS
 from tests.yjs_harness import build_codemirror_page
 
 pytestmark = [
@@ -34,12 +35,31 @@ PAGE = """<!doctype html>
 """
 
 
+@pytest.fixture
+async def yjs_browser(chromium: str) -> Any:
+    """A Chromium of this module's own: the page it is given by Playwright's routing counts as
+    public to Chromium's local network access checks, which would then block its WebSocket to
+    127.0.0.1."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(
+            executable_path=chromium,
+            args=[*CHROMIUM_ARGS, "--disable-features=LocalNetworkAccessChecks"],
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
 async def open_yjs_page(browser: Any, server: Any, bundle: Path, doc: str, name: str) -> Any:
     context = await browser.new_context()
     page = await context.new_page()
     script = await asyncio.to_thread(bundle.read_bytes)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}"))
     page.errors = errors
 
     async def serve(route: Any) -> None:
@@ -56,14 +76,17 @@ async def open_yjs_page(browser: Any, server: Any, bundle: Path, doc: str, name:
         "name": name,
     }
     await page.goto(f"{server.url}/yjs-test/index.html#{json.dumps(options)}")
-    await page.wait_for_function(
-        "() => window.yjsEditor && window.yjsEditor.synced()", timeout=20_000
-    )
+    try:
+        await page.wait_for_function(
+            "() => window.yjsEditor && window.yjsEditor.synced()", timeout=20_000
+        )
+    except Exception:
+        raise AssertionError(f"the Yjs page did not sync: {errors}") from None
     return page
 
 
 async def test_codemirror_on_yjs_and_the_ot_demo_converge(
-    live_server: Any, open_editor: Any, browser: Any
+    live_server: Any, open_editor: Any, yjs_browser: Any
 ) -> None:
     bundle = await asyncio.to_thread(build_codemirror_page)
     doc = f"cm-yjs-{secrets.token_hex(4)}"
@@ -71,7 +94,7 @@ async def test_codemirror_on_yjs_and_the_ot_demo_converge(
     live_server.post("/documents", live_server.token("Setup"), {"id": doc, "content": start})
     otto = await open_editor(live_server, doc, "Otto")
     await otto.wait_value(start)
-    yasmin = await open_yjs_page(browser, live_server, bundle, doc, "Yasmin")
+    yasmin = await open_yjs_page(yjs_browser, live_server, bundle, doc, "Yasmin")
     assert await yasmin.evaluate("() => window.yjsEditor.value()") == start
 
     await yasmin.click(".cm-content")
