@@ -15,7 +15,7 @@ from collab.db import create_engine, create_session_factory
 from collab.models import Document
 from collab.yjs.bridge import YjsDocument
 from collab.yjs.models import YjsUpdate
-from collab.yjs.store import RevisionCompacted, YjsStore, update_rows
+from collab.yjs.store import RevisionCompacted, SnapshotAhead, YjsStore, update_rows
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -66,6 +66,8 @@ async def test_load_compact_and_state_at(store: tuple[YjsStore, Any]) -> None:
 
     loaded = await yjs.load("d")
     assert loaded is not None and text_of(loaded) == "abc😀"
+    until_two = await yjs.load("d", until=2)
+    assert until_two is not None and text_of(until_two) == "abc"
     assert await yjs.count_updates("d") == 5
     at_two = await yjs.state_at("d", 2)
     assert at_two is not None and text_of([at_two]) == "abc"
@@ -82,8 +84,13 @@ async def test_load_compact_and_state_at(store: tuple[YjsStore, Any]) -> None:
     assert update is not None
     async with sessions() as session, session.begin():
         await session.execute(insert(YjsUpdate).values(update_rows("d", [(4, update)], NOW)))
-    assert await yjs.updates_from("d", 4) == [update]
-    assert await yjs.updates_from("d", 5) == []
+    assert await yjs.updates_from("d", 4, 4) == [update]
+    assert await yjs.updates_from("d", 5, 9) == []
+    assert await yjs.updates_from("d", 0, 3) == []  # folded into the snapshot
+    with pytest.raises(SnapshotAhead):
+        await yjs.load("d", until=2)
+    up_to_three = await yjs.load("d", until=3)
+    assert up_to_three is not None and text_of(up_to_three) == "abc😀"
     current = await yjs.state_at("d", None)
     assert current is not None and text_of([current]) == "abc😀!"
     at_three = await yjs.state_at("d", 3)  # the snapshot's revision

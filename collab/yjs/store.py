@@ -28,6 +28,11 @@ class RevisionCompacted(Exception):
     """The Yjs state at that revision was folded into a later snapshot."""
 
 
+class SnapshotAhead(Exception):
+    """The newest snapshot is past the revision asked for: the caller is behind the database
+    (another process compacted after committing ops it has not heard of yet)."""
+
+
 def update_rows(
     doc_id: str, updates: Sequence[tuple[int, bytes]], now: datetime
 ) -> list[dict[str, Any]]:
@@ -53,33 +58,39 @@ class YjsStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def load(self, doc_id: str) -> list[bytes] | None:
-        """The newest snapshot, then every remaining update; None if the document has no
-        Yjs state yet."""
+    async def load(self, doc_id: str, until: int | None = None) -> list[bytes] | None:
+        """The newest snapshot, then every remaining update (up to revision ``until``: the
+        state that goes with that revision of the text); None if the document has no Yjs
+        state yet. Raises SnapshotAhead if the newest snapshot is past ``until``."""
         async with self._sessions() as session:
             seeded = await session.scalar(
                 select(YjsDocument.doc_id).where(YjsDocument.doc_id == doc_id)
             )
             if seeded is None:
                 return None
-            snapshot = await session.scalar(
-                select(YjsSnapshot.data)
-                .where(YjsSnapshot.doc_id == doc_id)
-                .order_by(YjsSnapshot.id.desc())
-                .limit(1)
-            )
-            rows = await session.scalars(
-                select(YjsUpdate.data).where(YjsUpdate.doc_id == doc_id).order_by(*_IN_ORDER)
-            )
-            return ([snapshot] if snapshot is not None else []) + list(rows)
+            snapshot = (
+                await session.execute(
+                    select(YjsSnapshot.data, YjsSnapshot.rev)
+                    .where(YjsSnapshot.doc_id == doc_id)
+                    .order_by(YjsSnapshot.id.desc())
+                    .limit(1)
+                )
+            ).first()
+            if snapshot is not None and until is not None and snapshot.rev > until:
+                raise SnapshotAhead(f"snapshot at {snapshot.rev}, asked for {until}")
+            query = select(YjsUpdate.data).where(YjsUpdate.doc_id == doc_id)
+            if until is not None:
+                query = query.where(YjsUpdate.rev <= until)
+            rows = await session.scalars(query.order_by(*_IN_ORDER))
+            return ([snapshot.data] if snapshot is not None else []) + list(rows)
 
-    async def updates_from(self, doc_id: str, rev: int) -> list[bytes]:
-        """Updates committed at revision ``rev`` or later (catching up with other processes;
-        one already applied is harmless)."""
+    async def updates_from(self, doc_id: str, rev: int, until: int) -> list[bytes]:
+        """Updates committed at revisions ``rev`` to ``until`` (catching up with other
+        processes; one already applied is harmless)."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(YjsUpdate.data)
-                .where(YjsUpdate.doc_id == doc_id, YjsUpdate.rev >= rev)
+                .where(YjsUpdate.doc_id == doc_id, YjsUpdate.rev >= rev, YjsUpdate.rev <= until)
                 .order_by(*_IN_ORDER)
             )
             return list(rows)
