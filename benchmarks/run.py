@@ -806,8 +806,8 @@ def build_history(db: Path, doc_id: str, n: int, snapshot_every: int) -> dict[in
     """
     from sqlalchemy import create_engine, insert
 
-    from collab.commit import encode_op
     from collab.models import Document, Operation, Snapshot
+    from collab.storage import encode_op
 
     rng = random.Random(11)
     created = datetime(2026, 1, 1, tzinfo=UTC)
@@ -853,9 +853,11 @@ def one_op_commits(db: Path, loops: int) -> tuple[Any, list[Any]]:
     ``loops`` one-op commits for that document, each on the revision the previous one makes."""
     from sqlalchemy import create_engine, insert
 
-    from collab.commit import CommitRequest, SqliteWriter
+    from collab.db import create_writer_engine
     from collab.models import Base, Document
-    from collab.store import StoredOp
+    from collab.storage import CommitRequest
+    from collab.storage.sqlite import SqliteWriter
+    from collab.types import StoredOp
 
     created = datetime(2026, 1, 1, tzinfo=UTC)
     engine = create_engine(f"sqlite:///{db}")
@@ -866,10 +868,12 @@ def one_op_commits(db: Path, loops: int) -> tuple[Any, list[Any]]:
     engine.dispose()
     op = [12, "[1234567890]", {"d": 12}]
     requests = [
-        CommitRequest("d", rev - 1, [StoredOp(rev, op, "c2-0", rev, "bench", created)], None)
+        CommitRequest("d", rev - 1, [StoredOp(rev, op, "c2-0", rev, "bench", created)])
         for rev in range(1, loops + 1)
     ]
-    return SqliteWriter(f"sqlite:///{db}", "FULL"), requests
+    writer_engine = create_writer_engine(f"sqlite+aiosqlite:///{db}", sqlite_synchronous="FULL")
+    assert writer_engine is not None
+    return SqliteWriter(writer_engine), requests
 
 
 def writer_commit_seconds(db: Path, loops: int) -> float:
@@ -895,17 +899,16 @@ def bare_commit_seconds(db: Path, loops: int) -> float:
     from collab.db import apply_sqlite_pragmas
 
     writer, requests = one_op_commits(db, loops)
-    advance, insert_ops = writer._advance, writer._insert_ops  # its code, read, not rebuilt
-    params = [(advance.parameters(r.advance_params()), insert_ops.parameters(r.op_rows()[0]))
-              for r in requests]
+    # The writer's own statements and converted values, read, not rebuilt.
+    transactions = [writer.statements(request) for request in requests]
     asyncio.run(writer.close())
     connection = sqlite3.connect(db, isolation_level=None)
     apply_sqlite_pragmas(connection, "FULL")
     began = time.perf_counter()
-    for advance_values, op_values in params:
+    for statements in transactions:
         connection.execute("BEGIN IMMEDIATE")
-        connection.execute(advance.sql, advance_values)
-        connection.execute(insert_ops.sql, op_values)
+        for sql, values in statements:
+            connection.execute(sql, values)
         connection.execute("COMMIT")
     elapsed = time.perf_counter() - began
     connection.close()

@@ -1,9 +1,18 @@
-"""One asyncio task per loaded document: it sequences ops, commits them, then fans them out.
+"""One asyncio task per loaded document: its inbox, its lifetime and the dispatch of messages.
 
-The actor owns a :class:`~collab.document.DocumentState`. Messages wait in a bounded inbox; the
-actor takes everything that is ready at once, so ops that arrive together share one transaction
-(group commit) and one outgoing frame per peer. It never awaits a peer: frames go into each
-peer's bounded outbox, drained by that peer's own writer.
+Messages wait in a bounded inbox; the actor takes everything that is ready at once, so ops
+that arrive together share one transaction (group commit) and one outgoing frame per peer. It
+never awaits a peer: frames go into each peer's bounded outbox, drained by that peer's writer.
+The work itself lives in one module per job:
+
+- ``sequencer``: an op's revision (stage, commit, retry, accept);
+- ``delivery``: which frame each peer gets after a commit, and when;
+- ``presence``: who is connected, here and in other processes, and their cursors;
+- ``snapshots``: the text saved now and then, off the ops' path;
+- ``pubsub``: the other server processes (a local implementation when there are none).
+
+Constructing an actor starts nothing: :meth:`DocumentActor.start` (the registry calls it)
+runs :meth:`DocumentActor.run` in a task of its own.
 """
 
 from __future__ import annotations
@@ -14,45 +23,64 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from collab import ot, protocol
-from collab.document import Batch, DocumentState, Submission, SubmitError
-from collab.fanout import Fanout
+from collab.delivery import Delivery
+from collab.document import DocumentState, Submission, SubmitError
+from collab.errors import CloseCode, CollabError
 from collab.metrics import Metrics
-from collab.store import Store, StoredOp
+from collab.presence import Peer, Roster
+from collab.protocol import CursorDict
+from collab.pubsub.base import PubSub
+from collab.pubsub.messages import Committed, Message, PeerLeft, PeerSeen, Who
+from collab.sequencer import Failure, Sequencer
+from collab.snapshots import Snapshotter
+from collab.storage.base import Store
+from collab.types import StoredOp
+
+__all__ = [
+    "ActorConfig",
+    "CommitListener",
+    "DocumentActor",
+    "DocumentGone",
+    "DocumentNotFound",
+    "Peer",
+]
 
 log = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_DELETED = 4404
-CLOSE_INTERNAL = 1011
 MAX_BATCH = 512
 MAX_SINCE_OPS = 10_000
+POLL_SECONDS = 0.5
+PRUNE_SECONDS = 5.0
 
 
-class Peer(Protocol):
-    """A connected client, as the actor sees it."""
-
-    client_id: str
-    user_id: str
-    name: str
-    cursor: dict[str, int] | None
-
-    def send(self, frame: bytes) -> None: ...
-
-    def send_presence(self, client_id: str, frame: bytes) -> None: ...
-
-    def close(self, code: int, reason: str) -> None: ...
+class DocumentNotFound(CollabError):
+    code = "document_not_found"
 
 
-class DocumentNotFound(Exception):
-    pass
-
-
-class DocumentGone(Exception):
+class DocumentGone(CollabError):
     """The actor stopped (the document was deleted or the server is shutting down)."""
+
+    code = "document_gone"
+
+
+# Called after every batch the document's state takes in: committed here, by another process
+# (heard through pub/sub or read on a resync) or caught up with after a lost race.
+CommitListener = Callable[[str, Sequence[StoredOp]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ActorConfig:
+    inbox_size: int = 4096
+    snapshot_every: int = 100
+    idle_seconds: float = 60.0
+    history_window: int = 1000
+    max_rebase: int = 100_000
+    # A document's deliveries are paced to about this many frames a second (collab.delivery).
+    frames_per_second: float = 20_000.0
+    # Lost commit races in a row before a batch is given up (ShareDB's maxSubmitRetries).
+    max_commit_retries: int = 20
 
 
 @dataclass(slots=True)
@@ -78,7 +106,7 @@ class Leave:
 @dataclass(slots=True)
 class Presence:
     peer: Peer
-    cursor: dict[str, int] | None
+    cursor: CursorDict | None
     rev: int
 
 
@@ -106,7 +134,8 @@ class Wake:
 class Remote:
     """Something another server process published for this document."""
 
-    message: dict[str, Any]
+    node: str
+    message: Message
 
 
 @dataclass(slots=True)
@@ -114,65 +143,8 @@ class Resync:
     """Reads ops other processes committed that this one may have missed."""
 
 
-Message = Submit | Join | Leave | Presence | Read | Delete | Stop | Wake | Remote | Resync
+Inbox = Submit | Join | Leave | Presence | Read | Delete | Stop | Wake | Remote | Resync
 _BACKGROUND = (Wake, Remote, Resync)
-POLL_SECONDS = 0.5
-PRUNE_SECONDS = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _wire(stored: StoredOp) -> dict[str, Any]:
-    return {
-        "rev": stored.rev,
-        "op": stored.op,
-        "src": stored.src,
-        "seq": stored.seq,
-        "user": stored.user_id,
-        "at": stored.created_at.isoformat(),
-    }
-
-
-def _op_item(stored: StoredOp) -> bytes:
-    """The ``op`` frame of a committed op, as peers receive it."""
-    return protocol.encode(
-        protocol.op_frame(stored.rev, stored.op, stored.src, stored.seq, stored.user_id)
-    )
-
-
-def _unwire(item: dict[str, Any]) -> StoredOp:
-    return StoredOp(
-        item["rev"],
-        item["op"],
-        item["src"],
-        item["seq"],
-        item["user"],
-        datetime.fromisoformat(item["at"]),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ActorConfig:
-    inbox_size: int = 4096
-    snapshot_every: int = 100
-    idle_seconds: float = 60.0
-    history_window: int = 1000
-    max_rebase: int = 100_000
-    # A document's deliveries are paced so that it sends at most about this many frames a
-    # second: a room of n peers is flushed at most every n / frames_per_second seconds. Small
-    # rooms never wait (20 peers: 1 ms); a crowd gets fewer, fuller `ops` frames.
-    frames_per_second: float = 20_000.0
-
-
-@dataclass(slots=True)
-class Unsent:
-    """A committed op (or a repeated ack) waiting for the next delivery tick."""
-
-    item: bytes | None  # the `op` frame peers get; None: only the origin hears (an old ack)
-    origin: Peer | None
-    ack: bytes | None
 
 
 class DocumentActor:
@@ -182,37 +154,46 @@ class DocumentActor:
         store: Store,
         config: ActorConfig,
         metrics: Metrics,
+        pubsub: PubSub,
         on_exit: Callable[[DocumentActor], None],
-        fanout: Fanout | None = None,
+        on_commit: Sequence[CommitListener] = (),
     ) -> None:
         self.doc_id = doc_id
-        self._fanout = fanout
-        self._remote_peers: dict[str, dict[str, Any]] = {}
-        self._last_activity = time.monotonic()
         self._store = store
         self._config = config
         self._metrics = metrics
+        self._pubsub = pubsub
         self._on_exit = on_exit
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(config.inbox_size)
-        self._peers: dict[str, Peer] = {}
-        self._cursor_revs: dict[str, int] = {}  # local client -> revision its cursor is valid at
+        self._on_commit = on_commit
+        self._inbox: asyncio.Queue[Inbox] = asyncio.Queue(config.inbox_size)
+        self._roster = Roster()
+        self._delivery = Delivery(self._roster, config.frames_per_second)
         self._state: DocumentState | None = None
-        self._snapshot_rev = 0
+        self._sequencer: Sequencer | None = None
+        self._snapshots: Snapshotter | None = None
+        self._last_activity = time.monotonic()
         self._leases = 0
         self._running = True
         self._resync_due = False
         self._background: set[asyncio.Task[None]] = set()
-        self._unsent: list[Unsent] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._last_flush = 0.0
+        self._task: asyncio.Task[None] | None = None
         self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._run(), name=f"actor:{doc_id}")
+
+    def start(self) -> None:
+        """Runs the actor in a task of its own."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"actor:{self.doc_id}")
 
     # -- the interface used by connections, routes and the registry ---------------------------
 
     @property
     def alive(self) -> bool:
         return self._running
+
+    @property
+    def state(self) -> DocumentState:
+        assert self._state is not None, "used before load"
+        return self._state
 
     def lease(self) -> None:
         self._leases += 1
@@ -250,7 +231,7 @@ class DocumentActor:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def presence(self, peer: Peer, cursor: dict[str, int] | None, rev: int) -> None:
+    async def presence(self, peer: Peer, cursor: CursorDict | None, rev: int) -> None:
         await self._put(Presence(peer, cursor, rev))
 
     async def read(self) -> tuple[str, int]:
@@ -266,15 +247,16 @@ class DocumentActor:
     async def stop(self) -> None:
         if self._running:
             await self._put(Stop())
-        await asyncio.shield(self._task)
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
-    async def _put(self, message: Message) -> None:
+    async def _put(self, message: Inbox) -> None:
         if not self._running:
             raise DocumentGone(self.doc_id)
         await self._inbox.put(message)
 
     def post(self, message: Remote | Resync) -> None:
-        """Queues fan-out work without waiting; if the inbox is full, a resync covers it."""
+        """Queues pub/sub work without waiting; if the inbox is full, a resync covers it."""
         if not self._running:
             return
         try:
@@ -282,16 +264,16 @@ class DocumentActor:
         except asyncio.QueueFull:
             self._resync_due = True
 
-    # -- the task ---------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Loads the document, then handles messages until it is stopped, deleted or idle."""
         try:
             # Subscribe first: whatever is published while loading waits in the inbox.
-            if self._fanout is not None:
-                await self._fanout.subscribe(self.doc_id)
+            await self._pubsub.subscribe(self.doc_id)
             await self._load()
             # Ask the other processes who is connected there; they answer with presence.
-            self._publish({"kind": "who"})
+            self._pubsub.publish(self.doc_id, Who())
         except BaseException as error:
             self._running = False
             self._on_exit(self)
@@ -313,39 +295,36 @@ class DocumentActor:
                     break
         except Exception:
             log.exception("actor for %s failed", self.doc_id)
-            for peer in list(self._peers.values()):
-                peer.close(CLOSE_INTERNAL, "internal error")
+            self._close_all(CloseCode.INTERNAL, "internal error")
         finally:
             self._running = False
             self._on_exit(self)
             await self._unsubscribe()
-            if unload:
-                await self._final_snapshot()
+            if unload and self._snapshots is not None:
+                await self._snapshots.final(self.state.rev, self.state.text)
             self._fail_leftovers()
 
     async def _unsubscribe(self) -> None:
-        if self._fanout is not None:
-            try:
-                await self._fanout.unsubscribe(self.doc_id)
-            except Exception:
-                log.exception("unsubscribe failed for %s", self.doc_id)
+        try:
+            await self._pubsub.unsubscribe(self.doc_id)
+        except Exception:
+            log.exception("unsubscribe failed for %s", self.doc_id)
 
     def _in_use(self) -> bool:
-        return bool(self._peers or self._leases)
+        return bool(len(self._roster) or self._leases)
 
     def _wait_limit(self) -> float | None:
         """How long to wait for a message before doing timed work (unload, poll, prune)."""
         limits = []
         if not self._in_use():
             limits.append(self._config.idle_seconds - (time.monotonic() - self._last_activity))
-        if self._fanout is not None:
-            if not self._fanout.healthy or self._resync_due:
-                limits.append(POLL_SECONDS)
-            elif self._remote_peers:
-                limits.append(PRUNE_SECONDS)
+        if not self._pubsub.healthy or self._resync_due:
+            limits.append(POLL_SECONDS)
+        elif self._roster.has_remote:
+            limits.append(PRUNE_SECONDS)
         return max(0.0, min(limits)) if limits else None
 
-    async def _next_message(self) -> Message | None:
+    async def _next_message(self) -> Inbox | None:
         """The next message, or None when the document has been idle long enough to unload."""
         while True:
             if self._resync_due:
@@ -358,10 +337,10 @@ class DocumentActor:
                     return await self._inbox.get()
             except TimeoutError:
                 pass
-            if self._fanout is not None:
-                if not self._fanout.healthy:
-                    return Resync()
-                self._prune_remote_peers()
+            if not self._pubsub.healthy:
+                return Resync()
+            for gone in self._roster.prune(self._pubsub.node_alive):
+                self._send_all(protocol.leave_frame(gone.client, gone.user, gone.name))
             idle_for = time.monotonic() - self._last_activity
             if not self._in_use() and idle_for >= self._config.idle_seconds:
                 return None
@@ -369,26 +348,27 @@ class DocumentActor:
     async def _load(self) -> None:
         loaded = await self._store.load_document(self.doc_id)
         if loaded is None:
-            raise DocumentNotFound(self.doc_id)
+            raise DocumentNotFound(f"no document {self.doc_id!r}")
         text = loaded.snapshot_content
         for stored in loaded.ops:
             text = ot.apply(text, stored.op)
+        config = self._config
         self._state = DocumentState(
             self.doc_id,
             text,
             loaded.info.rev,
-            loaded.ops[-self._config.history_window :],
-            window=self._config.history_window,
-            max_rebase=self._config.max_rebase,
+            loaded.ops[-config.history_window :],
+            window=config.history_window,
+            max_rebase=config.max_rebase,
         )
-        self._snapshot_rev = loaded.snapshot_rev
+        self._sequencer = Sequencer(
+            self.doc_id, self._state, self._store, max_retries=config.max_commit_retries
+        )
+        self._snapshots = Snapshotter(
+            self.doc_id, self._store, config.snapshot_every, loaded.snapshot_rev
+        )
 
-    @property
-    def state(self) -> DocumentState:
-        assert self._state is not None, "used before load"
-        return self._state
-
-    async def _handle(self, messages: list[Message]) -> bool:
+    async def _handle(self, messages: list[Inbox]) -> bool:
         """Handles a run of ready messages; False means: do not snapshot (it was deleted)."""
         pending: list[Submit] = []
         if not all(isinstance(m, _BACKGROUND) for m in messages):
@@ -413,23 +393,14 @@ class DocumentActor:
                     if not reply.done():
                         reply.set_result((self.state.text, self.state.rev))
                 case Delete(reply):
-                    self._flush()
-                    deleted = await self._store.delete_document(self.doc_id)
-                    for peer in list(self._peers.values()):
-                        peer.close(CLOSE_DELETED, "document deleted")
-                    self._peers.clear()
-                    self._running = False
-                    if not reply.done():
-                        reply.set_result(deleted)
+                    await self._delete(reply)
                     return False
                 case Stop():
-                    self._flush()
-                    for peer in list(self._peers.values()):
-                        peer.close(CLOSE_GOING_AWAY, "server shutting down")
-                    self._peers.clear()
+                    self._delivery.flush()
+                    self._close_all(CloseCode.GOING_AWAY, "server shutting down")
                     self._running = False
-                case Remote(remote):
-                    await self._remote(remote)
+                case Remote(node, remote):
+                    await self._remote(node, remote)
                 case Resync():
                     await self._resync()
                 case Wake():
@@ -441,186 +412,96 @@ class DocumentActor:
     # -- ops --------------------------------------------------------------------------------
 
     async def _sequence(self, submits: list[Submit]) -> None:
-        state = self.state
-        submissions = [s.submission for s in submits]
-        unknown = [(s.src, s.seq) for s in submissions if state.needs_lookup(s.src, s.seq)]
-        if unknown:
-            found = await self._store.find_revs(self.doc_id, unknown)
-            for (src, seq), rev in found.items():
-                state.note_stored_rev(src, seq, rev)
-        older = await self._older_ops(submissions)
-        while True:
-            batch = state.stage(submissions, utcnow(), older)
-            try:
-                committed = await self._store.commit(
-                    self.doc_id, batch.base_rev, batch.ops, self._snapshot_for(batch)
-                )
-            except Exception:
-                log.exception("commit failed for %s", self.doc_id)
-                self._fail(submits, "the document could not be stored")
-                return
-            if committed:
-                break
-            missed = await self._store.load_ops(self.doc_id, after=state.rev)
-            if not missed:
-                self._fail(submits, "the document is gone")
-                return
-            state.apply_committed(missed)
-            self._broadcast_foreign(missed)
-        if self._snapshot_for(batch) is not None:
-            self._snapshot_rev = batch.rev
-        state.accept(batch)
-        self._deliver(batch, submits)
-        if self._fanout is not None and batch.ops:
-            self._fanout.publish(self.doc_id, {"kind": "ops", "ops": [_wire(s) for s in batch.ops]})
-
-    async def _older_ops(self, submissions: Sequence[Submission]) -> list[StoredOp]:
-        state = self.state
-        oldest = min(s.base_rev for s in submissions)
-        if oldest >= state.first_held_rev or oldest < 0 or state.rev - oldest > state.max_rebase:
-            return []
-        return await self._store.load_ops(self.doc_id, after=oldest, until=state.first_held_rev)
-
-    def _snapshot_for(self, batch: Batch) -> tuple[int, str] | None:
-        every = self._config.snapshot_every
-        if batch.ops and batch.rev // every > self._snapshot_rev // every:
-            return (batch.rev, batch.text)
-        return None
-
-    def _deliver(self, batch: Batch, submits: list[Submit]) -> None:
+        assert self._sequencer is not None and self._snapshots is not None
+        result = await self._sequencer.sequence([s.submission for s in submits])
+        if result.caught_up:
+            self._took_in(result.caught_up)
+            self._delivery.foreign(result.caught_up)
+        if result.failure is not None:
+            self._fail(submits, result.failure)
+            return
+        batch = result.batch
+        assert batch is not None
         now = time.perf_counter()
-        unsent = self._unsent
-        origins: dict[int, Peer | None] = {}
         for submit, outcome in zip(submits, batch.outcomes, strict=True):
-            origin, reply, seq = submit.origin, submit.reply, submit.submission.seq
             if outcome.error is not None:
                 self._refuse(submit, outcome.error)
                 continue
             if outcome.committed is not None:
-                origins[outcome.rev] = origin
                 self._metrics.op_latency.observe(now - submit.received)
-            elif origin is not None:
-                # A resend of an op already committed: ack it again with its original revision,
-                # in order with the ops still waiting to go out.
-                unsent.append(Unsent(None, origin, protocol.ack_frame(seq, outcome.rev)))
-            if reply is not None and not reply.done():
-                reply.set_result(outcome.rev)
+            if submit.reply is not None and not submit.reply.done():
+                submit.reply.set_result(outcome.rev)
         self._metrics.ops_applied += len(batch.ops)
-        for s in batch.ops:
-            origin = origins[s.rev]
-            ack = None if origin is None else protocol.ack_frame(s.seq, s.rev)
-            unsent.append(Unsent(_op_item(s), origin, ack))
-        self._schedule_flush()
+        self._delivery.batch(batch, [s.origin for s in submits])
+        if batch.ops:
+            self._snapshots.committed(batch.rev, batch.text)
+            self._pubsub.publish(self.doc_id, Committed(tuple(batch.ops)))
+            self._took_in(batch.ops)
 
-    def _schedule_flush(self) -> None:
-        if not self._unsent or self._flush_timer is not None:
-            return
-        loop = asyncio.get_running_loop()
-        due = self._last_flush + len(self._peers) / self._config.frames_per_second
-        if loop.time() >= due:
-            self._flush()
-        else:
-            self._flush_timer = loop.call_at(due, self._flush)
-
-    def _flush(self) -> None:
-        """Sends what was committed since the last tick: one frame per peer, encoded once.
-
-        Peers that authored none of it share one frame; an author gets its own, with acks in
-        place of its ops. Anything that must follow these ops in order calls this first.
-        """
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        unsent, self._unsent = self._unsent, []
-        if not unsent:
-            return
-        self._last_flush = asyncio.get_running_loop().time()
-        batch = protocol.SharedBatch([u.item for u in unsent])
-        acks_of: dict[int, list[tuple[int, bytes]]] = {}
-        for index, u in enumerate(unsent):
-            if u.origin is not None and u.ack is not None:
-                acks_of.setdefault(id(u.origin), []).append((index, u.ack))
-        shared = batch.shared()
-        for peer in self._peers.values():
-            acks = acks_of.get(id(peer))
-            if acks is not None:
-                peer.send(batch.with_acks(acks))
-            elif shared is not None:
-                peer.send(shared)
-
-    def _broadcast_foreign(self, ops: Sequence[StoredOp]) -> None:
-        """Fans out ops another writer committed, so every peer keeps a gapless sequence."""
-        self._unsent.extend(Unsent(_op_item(s), None, None) for s in ops)
-        self._flush()
+    def _took_in(self, ops: Sequence[StoredOp]) -> None:
+        for listener in self._on_commit:
+            try:
+                listener(self.doc_id, ops)
+            except Exception:
+                log.exception("commit listener failed for %s", self.doc_id)
 
     def _refuse(self, submit: Submit, error: SubmitError) -> None:
         if submit.origin is not None and submit.reply is None:
-            submit.origin.send(
-                protocol.error_frame(error.code, error.message, submit.submission.seq)
-            )
+            self._delivery.refuse(submit.origin, submit.submission.seq, error)
         if submit.reply is not None and not submit.reply.done():
             submit.reply.set_exception(error)
 
-    def _fail(self, submits: list[Submit], reason: str) -> None:
+    def _fail(self, submits: list[Submit], failure: Failure) -> None:
         for submit in submits:
             if submit.reply is not None and not submit.reply.done():
-                submit.reply.set_exception(DocumentGone(reason))
+                submit.reply.set_exception(DocumentGone(failure.reason))
             elif submit.origin is not None:
-                submit.origin.close(CLOSE_INTERNAL, reason)
+                submit.origin.close(failure.close_code, failure.reason)
+
+    async def _delete(self, reply: asyncio.Future[bool]) -> None:
+        assert self._snapshots is not None
+        self._delivery.flush()
+        # A snapshot landing after the delete would belong to a document recreated there.
+        await self._snapshots.stop()
+        deleted = await self._store.delete_document(self.doc_id)
+        self._close_all(CloseCode.DELETED, "document deleted")
+        self._running = False
+        if not reply.done():
+            reply.set_result(deleted)
 
     # -- peers ------------------------------------------------------------------------------
 
+    def _send_all(self, frame: bytes) -> None:
+        for peer in self._roster:
+            peer.send(frame)
+
+    def _close_all(self, code: CloseCode, reason: str) -> None:
+        for peer in self._roster.clear():
+            self._metrics.connections -= 1
+            peer.close(code, reason)
+
     async def _join(self, peer: Peer, since: int | None) -> None:
         # The newcomer starts at state.rev: everyone else must have been sent up to there too.
-        self._flush()
+        self._delivery.flush()
         state = self.state
-        frame: dict[str, Any] = {
-            "type": "init",
-            "doc": self.doc_id,
-            "rev": state.rev,
-            "content": state.text,
-            "client": peer.client_id,
-            "user": {"id": peer.user_id, "name": peer.name},
-            "access": getattr(peer, "access", "write"),
-            "peers": [
-                {
-                    "client": p.client_id,
-                    "user": p.user_id,
-                    "name": p.name,
-                    "cursor": self._cursor_now(p.cursor, self._cursor_revs.get(p.client_id)),
-                }
-                for p in self._peers.values()
-            ]
-            + [
-                {
-                    **{key: remote[key] for key in ("client", "user", "name")},
-                    "cursor": self._cursor_now(remote["cursor"], remote.get("rev")),
-                }
-                for remote in self._remote_peers.values()
-            ],
-        }
-        if since is not None:
-            missed = await self._ops_since(since)
-            if missed is not None:
-                frame["ops"] = [
-                    {"rev": s.rev, "op": s.op, "src": s.src, "seq": s.seq} for s in missed
-                ]
-        peer.send(protocol.encode(frame))
-        announce = protocol.encode(
-            {"type": "join", "client": peer.client_id, "user": peer.user_id, "name": peer.name}
+        missed = None if since is None else await self._ops_since(since)
+        peer.send(
+            protocol.init_frame(
+                self.doc_id,
+                state.rev,
+                state.text,
+                peer.client_id,
+                (peer.user_id, peer.name),
+                getattr(peer, "access", "write"),
+                self._roster.entries(state),
+                missed,
+            )
         )
-        for other in self._peers.values():
-            other.send(announce)
-        self._peers[peer.client_id] = peer
+        self._send_all(protocol.join_frame(peer.client_id, peer.user_id, peer.name))
+        self._roster.add(peer)
         self._metrics.connections += 1
-        self._publish(
-            {
-                "kind": "join",
-                "client": peer.client_id,
-                "user": peer.user_id,
-                "name": peer.name,
-                "cursor": None,
-            }
+        self._pubsub.publish(
+            self.doc_id, PeerSeen("join", peer.client_id, peer.user_id, peer.name, None, None)
         )
 
     async def _ops_since(self, since: int) -> list[StoredOp] | None:
@@ -634,130 +515,58 @@ class DocumentActor:
         return older + (state.recent_ops(state.first_held_rev) or [])
 
     def _leave(self, peer: Peer) -> None:
-        if self._peers.pop(peer.client_id, None) is None:
+        if not self._roster.remove(peer):
             return
-        self._cursor_revs.pop(peer.client_id, None)
         self._metrics.connections -= 1
-        self._announce_leave(peer.client_id, peer.user_id, peer.name)
-        self._publish(
-            {"kind": "leave", "client": peer.client_id, "user": peer.user_id, "name": peer.name}
-        )
+        self._send_all(protocol.leave_frame(peer.client_id, peer.user_id, peer.name))
+        self._pubsub.publish(self.doc_id, PeerLeft(peer.client_id, peer.user_id, peer.name))
 
-    def _announce_leave(self, client_id: str, user_id: str, name: str) -> None:
-        frame = protocol.encode(
-            {"type": "leave", "client": client_id, "user": user_id, "name": name}
-        )
-        for other in self._peers.values():
-            other.send(frame)
-
-    def _presence(self, peer: Peer, cursor: dict[str, int] | None, rev: int) -> None:
-        if peer.client_id not in self._peers:
+    def _presence(self, peer: Peer, cursor: CursorDict | None, rev: int) -> None:
+        if peer not in self._roster:
             return
-        self._flush()  # the cursor is sent at state.rev, so the peers must have those ops
+        self._delivery.flush()  # the cursor is sent at state.rev, so the peers must have those ops
         state = self.state
-        if cursor is not None:
-            anchor = state.transform_cursor(cursor["anchor"], rev) if rev <= state.rev else None
-            head = state.transform_cursor(cursor["head"], rev) if rev <= state.rev else None
-            cursor = None if anchor is None or head is None else {"anchor": anchor, "head": head}
-        peer.cursor = cursor
-        self._cursor_revs[peer.client_id] = state.rev
-        frame = protocol.encode(
-            {
-                "type": "presence",
-                "client": peer.client_id,
-                "user": peer.user_id,
-                "name": peer.name,
-                "cursor": cursor,
-                "rev": state.rev,
-            }
-        )
-        for other in self._peers.values():
+        cursor = self._roster.set_cursor(peer, cursor, rev, state)
+        frame = protocol.presence_frame(peer.client_id, peer.user_id, peer.name, cursor, state.rev)
+        for other in self._roster:
             if other is not peer:
                 other.send_presence(peer.client_id, frame)
         self._publish_presence(peer, cursor)
 
-    def _cursor_now(self, cursor: dict[str, int] | None, rev: int | None) -> dict[str, int] | None:
-        """A stored cursor, valid at ``rev``, moved over the ops since (None if not held)."""
-        state = self.state
-        if cursor is None or rev is None or rev >= state.rev:
-            return cursor
-        anchor = state.transform_cursor(cursor["anchor"], rev)
-        head = state.transform_cursor(cursor["head"], rev)
-        return None if anchor is None or head is None else {"anchor": anchor, "head": head}
+    def _publish_presence(self, peer: Peer, cursor: CursorDict | None) -> None:
+        """Tells the other processes where ``peer``'s cursor is, at the current revision."""
+        seen = PeerSeen("presence", peer.client_id, peer.user_id, peer.name, cursor, self.state.rev)
+        self._pubsub.publish(self.doc_id, seen)
 
     # -- other server processes -------------------------------------------------------------
 
-    def _publish(self, message: dict[str, Any]) -> None:
-        if self._fanout is not None:
-            self._fanout.publish(self.doc_id, message)
-
-    def _publish_presence(self, peer: Peer, cursor: dict[str, int] | None) -> None:
-        """Tells the other processes where ``peer``'s cursor is, at the current revision."""
-        self._publish(
-            {
-                "kind": "presence",
-                "client": peer.client_id,
-                "user": peer.user_id,
-                "name": peer.name,
-                "cursor": cursor,
-                "rev": self.state.rev,
-            }
-        )
-
-    async def _remote(self, message: dict[str, Any]) -> None:
-        kind = message.get("kind")
-        if kind == "ops":
-            ops = [_unwire(item) for item in message["ops"]]
-            state = self.state
-            if not ops or ops[-1].rev <= state.rev:
-                return
-            if ops[0].rev > state.rev + 1:
-                await self._resync()  # a gap: the database has what was not heard
-                return
-            fresh = [stored for stored in ops if stored.rev > state.rev]
-            state.apply_committed(fresh)
-            self._broadcast_foreign(fresh)
-        elif kind in ("join", "presence"):
-            client = message["client"]
-            known = client in self._remote_peers
-            self._remote_peers[client] = {
-                "client": client,
-                "user": message["user"],
-                "name": message["name"],
-                "cursor": message.get("cursor"),
-                "node": message["node"],
-                "rev": message.get("rev"),
-            }
-            if kind == "join" or not known:
-                frame = protocol.encode(
-                    {
-                        "type": "join",
-                        "client": client,
-                        "user": message["user"],
-                        "name": message["name"],
-                    }
-                )
-                for peer in self._peers.values():
-                    peer.send(frame)
-            if kind == "presence":
-                frame = protocol.encode(
-                    {
-                        "type": "presence",
-                        "client": client,
-                        "user": message["user"],
-                        "name": message["name"],
-                        "cursor": message.get("cursor"),
-                        "rev": message["rev"],
-                    }
-                )
-                for peer in self._peers.values():
-                    peer.send_presence(client, frame)
-        elif kind == "who":
-            for peer in self._peers.values():
-                cursor = self._cursor_now(peer.cursor, self._cursor_revs.get(peer.client_id))
-                self._publish_presence(peer, cursor)
-        elif kind == "leave" and self._remote_peers.pop(message["client"], None) is not None:
-            self._announce_leave(message["client"], message["user"], message["name"])
+    async def _remote(self, node: str, message: Message) -> None:
+        match message:
+            case Committed(ops):
+                state = self.state
+                if not ops or ops[-1].rev <= state.rev:
+                    return
+                if ops[0].rev > state.rev + 1:
+                    await self._resync()  # a gap: the database has what was not heard
+                    return
+                fresh = [stored for stored in ops if stored.rev > state.rev]
+                state.apply_committed(fresh)
+                self._took_in(fresh)
+                self._delivery.foreign(fresh)
+            case PeerSeen(kind, client, user, name, cursor, rev):
+                new = self._roster.remote_seen(message, node)
+                if kind == "join" or new:
+                    self._send_all(protocol.join_frame(client, user, name))
+                if kind == "presence" and rev is not None:
+                    frame = protocol.presence_frame(client, user, name, cursor, rev)
+                    for peer in self._roster:
+                        peer.send_presence(client, frame)
+            case Who():
+                for peer in self._roster:
+                    self._publish_presence(peer, self._roster.cursor_of(peer, self.state))
+            case PeerLeft(client, user, name):
+                if self._roster.remote_left(client) is not None:
+                    self._send_all(protocol.leave_frame(client, user, name))
 
     async def _resync(self) -> None:
         """Catches up with ops committed by other processes, from the database."""
@@ -771,36 +580,20 @@ class DocumentActor:
             return
         if missed:
             state.apply_committed(missed)
-            self._broadcast_foreign(missed)
-
-    def _prune_remote_peers(self) -> None:
-        """Forgets peers of processes that stopped beating (killed, not shut down)."""
-        assert self._fanout is not None
-        for client, remote in list(self._remote_peers.items()):
-            if not self._fanout.node_alive(remote["node"]):
-                del self._remote_peers[client]
-                self._announce_leave(client, remote["user"], remote["name"])
+            self._took_in(missed)
+            self._delivery.foreign(missed)
 
     # -- unloading --------------------------------------------------------------------------
-
-    async def _final_snapshot(self) -> None:
-        state = self._state
-        if state is None or state.rev == self._snapshot_rev:
-            return
-        try:
-            await self._store.save_snapshot(self.doc_id, state.rev, state.text, utcnow())
-            self._snapshot_rev = state.rev
-        except Exception:
-            log.exception("final snapshot failed for %s", self.doc_id)
 
     def _fail_leftovers(self) -> None:
         while not self._inbox.empty():
             message = self._inbox.get_nowait()
             match message:
                 case Submit() as submit:
-                    self._fail([submit], "the document was unloaded")
+                    failure = Failure("the document was unloaded", CloseCode.INTERNAL)
+                    self._fail([submit], failure)
                 case Join(peer, _, done):
-                    peer.close(CLOSE_GOING_AWAY, "document unloaded")
+                    peer.close(CloseCode.GOING_AWAY, "document unloaded")
                     if not done.done():
                         done.set_exception(DocumentGone(self.doc_id))
                 case Read(reply) | Delete(reply):

@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -18,20 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collab import __version__
-from collab.actor import ActorConfig
-from collab.commit import create_committer
 from collab.connection import serve_socket
-from collab.db import create_engine, create_session_factory
-from collab.metrics import Metrics
-from collab.registry import Registry
 from collab.routers import dev, documents, misc
-from collab.services import Services
+from collab.services import Services, build_services, start_services
 from collab.settings import Settings
-from collab.store import SqlStore
-from collab.tickets import MemoryTicketStore, RedisTicketStore
-
-if TYPE_CHECKING:
-    from collab.fanout import RedisFanout
 
 log = logging.getLogger(__name__)
 
@@ -142,48 +131,6 @@ async def validation_failed(request: Request, error: Exception) -> Response:
     return Response(body, status_code=422, media_type="application/json")
 
 
-def build_services(settings: Settings) -> Services:
-    engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    sessions = create_session_factory(engine)
-    store = SqlStore(sessions, create_committer(engine, settings.sqlite_synchronous))
-    metrics = Metrics()
-    config = ActorConfig(
-        inbox_size=settings.inbox_size,
-        snapshot_every=settings.snapshot_every,
-        idle_seconds=settings.doc_idle_seconds,
-        history_window=settings.history_window,
-        max_rebase=settings.max_rebase_ops,
-        frames_per_second=settings.broadcast_frames_per_second,
-    )
-    registry = Registry(store, config, metrics)
-    return Services(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        store=store,
-        registry=registry,
-        tickets=MemoryTicketStore(),
-        metrics=metrics,
-    )
-
-
-async def start_fanout(services: Services) -> RedisFanout:
-    """Joins the other processes through Redis: fan-out, shared tickets, readiness."""
-    from collab.fanout import RedisFanout
-
-    settings = services.settings
-    assert settings.redis_url is not None
-    registry = services.registry
-    fanout = RedisFanout(
-        settings.redis_url, settings.redis_prefix, registry.deliver_remote, registry.resync_all
-    )
-    registry.fanout = fanout
-    await fanout.start()
-    services.tickets = RedisTicketStore(fanout.redis, settings.redis_prefix)
-    services.readiness_probes["redis"] = fanout.ping
-    return fanout
-
-
 _DOCUMENT_SOCKET = re.compile(r"/ws/documents/([^/]+)")
 
 
@@ -225,15 +172,12 @@ def create_app(settings: Settings) -> FastAPI:
         install_log_redaction()
         services = build_services(settings)
         app.state.services = services
-        fanout = await start_fanout(services) if settings.redis_url else None
+        await start_services(services)
         try:
             yield
         finally:
             await drain(app)
-            if fanout is not None:
-                await fanout.close()
-            await services.store.close()
-            await services.engine.dispose()
+            await services.close()
 
     app = CollabApp(
         title="collab",

@@ -75,12 +75,22 @@ def _settings_for_serve(dev: bool) -> Settings:
     return settings
 
 
+def run_worker(sock: socket.socket, settings_json: str, log_level: str) -> None:
+    """One process of ``collab serve --workers N``, serving on the socket the parent bound."""
+    from collab.app import create_app, install_log_redaction
+
+    settings = Settings.model_validate_json(settings_json)
+    app = create_app(settings)
+    install_log_redaction()
+    graceful_server(uvicorn_config(app, settings, log_level), app).run(sockets=[sock])
+
+
 def serve(args: argparse.Namespace) -> None:
     settings = _settings_for_serve(args.dev)
     if args.workers > 1:
         from collab.cluster import serve_workers
 
-        serve_workers(settings, args.host, args.port, args.workers, args.log_level)
+        serve_workers(settings, args.host, args.port, args.workers, run_worker, args.log_level)
         return
     from collab.app import create_app, install_log_redaction
 

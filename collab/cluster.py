@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 from collab.db import is_sqlite
@@ -35,18 +36,18 @@ def refusal(settings: Settings, workers: int) -> str | None:
     return None
 
 
-def _worker(sock: socket.socket, settings_json: str, log_level: str) -> None:
-    from collab.app import create_app, install_log_redaction
-    from collab.cli import graceful_server, uvicorn_config
-
-    settings = Settings.model_validate_json(settings_json)
-    app = create_app(settings)
-    install_log_redaction()
-    graceful_server(uvicorn_config(app, settings, log_level), app).run(sockets=[sock])
+# Runs one worker: (the shared socket, the settings as JSON, the log level). A module-level
+# function, so the spawned process can import it.
+Worker = Callable[[socket.socket, str, str], None]
 
 
 def serve_workers(
-    settings: Settings, host: str, port: int, workers: int, log_level: str = "info"
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    worker: Worker,
+    log_level: str = "info",
 ) -> None:
     reason = refusal(settings, workers)
     if reason is not None:
@@ -59,7 +60,7 @@ def serve_workers(
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=_worker,
+            target=worker,
             args=(sock, settings.model_dump_json(), log_level),
             name=f"collab-worker-{i}",
         )

@@ -26,13 +26,14 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from collab import ot, protocol
-from collab.actor import DocumentActor, DocumentGone, DocumentNotFound, utcnow
+from collab.actor import DocumentActor, DocumentGone, DocumentNotFound
 from collab.auth import Access, AuthError, Principal
 from collab.deps import DOC_ID_RE, authenticate
 from collab.document import Submission
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
+from collab.types import utcnow
 from collab.ws_protocol import SEND_TEXT_NOW
 
 log = logging.getLogger(__name__)

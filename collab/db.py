@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -25,6 +26,30 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
     engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        apply_sqlite_pragmas(dbapi_connection, sqlite_synchronous)
+
+    return engine
+
+
+def is_sqlite_file(url: str) -> bool:
+    """A SQLite database in a file: an in-memory one is private to each connection."""
+    if not is_sqlite(url):
+        return False
+    parsed = make_url(url)
+    return parsed.database not in (None, "", ":memory:") and "memory" not in str(parsed.query)
+
+
+def create_writer_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine | None:
+    """The synchronous engine of SQLite's writer thread (``collab.storage.sqlite``), with the
+    same pragmas; None for any other database, which commits on the async engine."""
+    if not is_sqlite_file(url):
+        return None
+    engine = create_sync_engine(
+        make_url(url).set(drivername="sqlite+pysqlite"), connect_args={"timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         apply_sqlite_pragmas(dbapi_connection, sqlite_synchronous)
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from collab.auth import Access, AuthError, Principal, decode_token
 from collab.services import Services
 from collab.settings import Settings
-from collab.store import Store
+from collab.storage import Store
 
 DOC_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 DOC_ID_RE = re.compile(DOC_ID_PATTERN)
@@ -35,14 +33,8 @@ def get_store(services: ServicesDep) -> Store:
     return services.store
 
 
-async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
-    async with services.sessions() as session:
-        yield session
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False)
 

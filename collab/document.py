@@ -14,16 +14,17 @@ from datetime import datetime
 from itertools import islice
 
 from collab import ot
-from collab.store import StoredOp
+from collab.errors import CollabError, ErrorCode
+from collab.types import StoredOp
 
 
-class SubmitError(Exception):
+class SubmitError(CollabError):
     """A submission refused with one of SPEC §4's error codes."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    code: ErrorCode
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message, code)
 
 
 @dataclass(slots=True)
@@ -156,7 +157,7 @@ class DocumentState:
                 outcome.error = error
                 continue
             except ot.InvalidOp as error:
-                outcome.error = SubmitError("invalid_op", str(error))
+                outcome.error = SubmitError(ErrorCode.INVALID_OP, str(error))
                 continue
             stored = StoredOp(
                 batch.rev + 1, op, submission.src, submission.seq, submission.user_id, now
@@ -203,10 +204,12 @@ class DocumentState:
         base = submission.base_rev
         if base > batch.rev:
             raise SubmitError(
-                "bad_revision", f"revision {base} is newer than the document ({batch.rev})"
+                ErrorCode.BAD_REVISION, f"revision {base} is newer than the document ({batch.rev})"
             )
         if base < 0 or batch.rev - base > self.max_rebase:
-            raise SubmitError("bad_revision", f"revision {base} is older than the history held")
+            raise SubmitError(
+                ErrorCode.BAD_REVISION, f"revision {base} is older than the history held"
+            )
         missed, base_length = self._missed(base, batch, older)
         op = ot.normalize(submission.op)
         ot.check(op, base_length)
@@ -229,7 +232,9 @@ class DocumentState:
             return held + batch.rebase_pairs, self._lengths[base - first]
         before = [s for s in older if base < s.rev <= first]
         if len(before) != first - base:
-            raise SubmitError("bad_revision", f"revision {base} is older than the history held")
+            raise SubmitError(
+                ErrorCode.BAD_REVISION, f"revision {base} is older than the history held"
+            )
         pairs = [(s.op, ot.extent(s.op)) for s in before]
         length = self._lengths[0] - sum(_growth(e) for _, e in pairs)
         return pairs + list(self._pairs) + batch.rebase_pairs, length

@@ -14,6 +14,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from collab import ot
+from collab.types import StoredOp
+
+# A cursor as the server relays it: {"anchor": …, "head": …}.
+CursorDict = dict[str, int]
 
 # Revisions and seqs are stored in 32-bit integer columns.
 MAX_INT = 2**31 - 1
@@ -99,6 +103,64 @@ def encode(frame: dict[str, Any]) -> bytes:
 
 def op_frame(rev: int, op: ot.Op, src: str, seq: int, user: str) -> dict[str, Any]:
     return {"type": "op", "rev": rev, "op": op, "src": src, "seq": seq, "user": user}
+
+
+def init_frame(
+    doc_id: str,
+    rev: int,
+    content: str,
+    client: str,
+    user: tuple[str, str],
+    access: str,
+    peers: Sequence[dict[str, Any]],
+    ops: Sequence[StoredOp] | None,
+) -> bytes:
+    """The first frame of a connection: the document at ``rev``, who is here, and (on a
+    reconnect with ``since``) the ops missed, when the server still has them."""
+    frame: dict[str, Any] = {
+        "type": "init",
+        "doc": doc_id,
+        "rev": rev,
+        "content": content,
+        "client": client,
+        "user": {"id": user[0], "name": user[1]},
+        "access": access,
+        "peers": peers,
+    }
+    if ops is not None:
+        frame["ops"] = [{"rev": s.rev, "op": s.op, "src": s.src, "seq": s.seq} for s in ops]
+    return encode(frame)
+
+
+def peer_entry(client: str, user: str, name: str, cursor: CursorDict | None) -> dict[str, Any]:
+    """One element of an ``init`` frame's ``peers``."""
+    return {"client": client, "user": user, "name": name, "cursor": cursor}
+
+
+def join_frame(client: str, user: str, name: str) -> bytes:
+    return encode({"type": "join", "client": client, "user": user, "name": name})
+
+
+def leave_frame(client: str, user: str, name: str) -> bytes:
+    return encode({"type": "leave", "client": client, "user": user, "name": name})
+
+
+def presence_frame(client: str, user: str, name: str, cursor: CursorDict | None, rev: int) -> bytes:
+    return encode(
+        {
+            "type": "presence",
+            "client": client,
+            "user": user,
+            "name": name,
+            "cursor": cursor,
+            "rev": rev,
+        }
+    )
+
+
+def committed_op_frame(stored: StoredOp) -> bytes:
+    """The ``op`` frame of a committed op, as peers receive it."""
+    return encode(op_frame(stored.rev, stored.op, stored.src, stored.seq, stored.user_id))
 
 
 def ack_frame(seq: int, rev: int) -> bytes:

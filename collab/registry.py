@@ -5,22 +5,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from collab.actor import ActorConfig, DocumentActor, Remote, Resync
-from collab.fanout import Fanout
+from collab.actor import ActorConfig, CommitListener, DocumentActor, Remote, Resync
 from collab.metrics import Metrics
-from collab.store import Store
+from collab.pubsub.base import PubSub
+from collab.pubsub.messages import Message
+from collab.storage.base import Store
 
 
 class Registry:
-    def __init__(self, store: Store, config: ActorConfig, metrics: Metrics) -> None:
+    def __init__(self, store: Store, config: ActorConfig, metrics: Metrics, pubsub: PubSub) -> None:
         self._store = store
         self._config = config
         self._metrics = metrics
+        self.pubsub = pubsub
+        # Called after every batch any actor takes in (see collab.actor.CommitListener).
+        self.commit_listeners: list[CommitListener] = []
         self._actors: dict[str, DocumentActor] = {}
         self._closing = False
-        self.fanout: Fanout | None = None
+        pubsub.attach(self.deliver_remote, self.resync_all)
         metrics.documents_loaded = lambda: len(self._actors)
 
     def __len__(self) -> int:
@@ -49,9 +52,16 @@ class Registry:
             actor = self._actors.get(doc_id)
             if actor is None or not actor.alive:
                 actor = DocumentActor(
-                    doc_id, self._store, self._config, self._metrics, self._exited, self.fanout
+                    doc_id,
+                    self._store,
+                    self._config,
+                    self._metrics,
+                    self.pubsub,
+                    self._exited,
+                    self.commit_listeners,
                 )
                 self._actors[doc_id] = actor
+                actor.start()
             # The lease is taken before awaiting, so the actor cannot idle out in between.
             actor.lease()
             try:
@@ -67,11 +77,11 @@ class Registry:
         if self._actors.get(actor.doc_id) is actor:
             del self._actors[actor.doc_id]
 
-    def deliver_remote(self, doc_id: str, message: dict[str, Any]) -> None:
+    def deliver_remote(self, doc_id: str, node: str, message: Message) -> None:
         """Hands another process's message to this process's actor, if it has one."""
         actor = self._actors.get(doc_id)
         if actor is not None:
-            actor.post(Remote(message))
+            actor.post(Remote(node, message))
 
     def resync_all(self) -> None:
         for actor in list(self._actors.values()):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from collab.db import create_engine, create_session_factory, create_writer_engine
 from collab.settings import Settings
+from collab.storage import MemoryStore, SqlStore, Store, create_committer
 from tests.support import (
     SECRET,
     ServerProcess,
@@ -99,6 +102,33 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         return
     async with _postgres_test_database() as url:
         yield url
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every ``Store`` implementation on a fresh database, built as the app builds it (SQLite
+    commits on the writer thread, PostgreSQL through group commit)."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            url = await asyncio.to_thread(_sqlite_database, tmp_path)
+        else:
+            url = await stack.enter_async_context(_postgres_test_database())
+        engine = create_engine(url)
+        writer_engine = create_writer_engine(url)
+        committer = create_committer(engine, writer_engine)
+        sql_store = SqlStore(create_session_factory(engine), committer)
+        try:
+            yield sql_store
+        finally:
+            await sql_store.close()
+            if writer_engine is not None:
+                writer_engine.dispose()
+            await engine.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from collab import ot
 from collab.document import Batch, DocumentState, Submission
-from collab.store import StoredOp
+from collab.types import StoredOp
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

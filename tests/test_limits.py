@@ -128,8 +128,10 @@ async def idle_connections(
           f"{before / MiB:.1f} -> {during / MiB:.1f} MiB, "
           f"{per_connection / 1024:.1f} KiB per connection")
     await wait_for_metric(server, "collab_connections", 0, within=60)
-    # Generous: CPython, uvicorn and the websockets protocol need some tens of KiB per socket.
-    assert per_connection < 1 * MiB
+    # 300 sockets measure 43-48 KiB each here (the allocator's arenas and the documents'
+    # actors are shared by few of them; 2,000 in `make bench` come to 16 KiB). Twice that
+    # fails when a connection starts holding something per socket it did not before.
+    assert per_connection < 96 * 1024
 
 
 async def test_300_idle_connections_stay_up(

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from collab import ot
-from collab.actor import DocumentGone, DocumentNotFound, utcnow
+from collab.actor import DocumentGone, DocumentNotFound
 from collab.deps import DOC_ID_RE, DocIdPath, PrincipalDep, ServicesDep, StoreDep, require
 from collab.document import Submission, SubmitError
 from collab.schemas import (
@@ -26,7 +26,7 @@ from collab.schemas import (
     SnapshotOut,
     error_responses,
 )
-from collab.store import DocumentInfo
+from collab.types import DocumentInfo, utcnow
 
 router = APIRouter(
     prefix="/documents",

@@ -1,13 +1,10 @@
-"""Fan-out between server processes (SPEC §6): every committed op, cursor, join and leave is
-published on a per-document Redis channel, and each process forwards what other processes
-published to its own clients.
+"""Pub/sub through Redis (SPEC §6): every committed op, cursor, join and leave is published on
+a per-document channel, and each process forwards what other processes published to its own
+clients.
 
-The database stays the single source of truth: a message only says "revisions a..b exist";
-an actor that sees a gap, or that was cut off from Redis, reads the missing ops from the
-database. So a lost message costs latency, never an op.
-
-Redis is imported only when ``COLLAB_REDIS_URL`` is set. Without it there is no fan-out: one
-process's actors already deliver to all of their clients.
+The database stays the single source of truth (``collab.pubsub.messages``): an actor that sees
+a gap, or that was cut off from Redis, reads the missing ops from the database. Redis itself is
+imported only when this module is, which the app does only when ``COLLAB_REDIS_URL`` is set.
 """
 
 from __future__ import annotations
@@ -17,10 +14,12 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from collab.pubsub.base import OnMessage, OnReconnect
+from collab.pubsub.messages import Message, from_wire, to_wire
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -31,38 +30,23 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 NODE_TIMEOUT_SECONDS = 10.0
 
-Handler = Callable[[str, dict[str, Any]], None]
+
+def _ignore_message(doc_id: str, node: str, message: Message) -> None:
+    pass
 
 
-class Fanout(Protocol):
-    node_id: str
-
-    @property
-    def healthy(self) -> bool: ...
-
-    async def subscribe(self, doc_id: str) -> None: ...
-
-    async def unsubscribe(self, doc_id: str) -> None: ...
-
-    def publish(self, doc_id: str, message: dict[str, Any]) -> None: ...
-
-    def node_alive(self, node_id: str) -> bool: ...
+def _ignore_reconnect() -> None:
+    pass
 
 
-class RedisFanout:
+class RedisPubSub:
     """One subscriber connection and one publisher task per process.
 
-    ``on_message(doc_id, message)`` receives other nodes' messages; ``on_reconnect()`` runs
+    ``on_message`` (set by ``attach``) receives other nodes' messages; ``on_reconnect`` runs
     after Redis comes back, so actors can read what they missed from the database.
     """
 
-    def __init__(
-        self,
-        url: str,
-        prefix: str,
-        on_message: Handler,
-        on_reconnect: Callable[[], None],
-    ) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         from redis.asyncio import Redis
 
         self.node_id = secrets.token_hex(6)
@@ -70,8 +54,8 @@ class RedisFanout:
         self._redis: Redis = Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=5
         )
-        self._on_message = on_message
-        self._on_reconnect = on_reconnect
+        self._on_message: OnMessage = _ignore_message
+        self._on_reconnect: OnReconnect = _ignore_reconnect
         self._channels: set[str] = set()
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=100_000)
         self._healthy = False
@@ -81,6 +65,10 @@ class RedisFanout:
         self._subscribed = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def attach(self, on_message: OnMessage, on_reconnect: OnReconnect) -> None:
+        self._on_message = on_message
+        self._on_reconnect = on_reconnect
 
     async def start(self) -> None:
         self._tasks = [
@@ -145,11 +133,11 @@ class RedisFanout:
             except Exception as error:
                 self._lost(error)
 
-    def publish(self, doc_id: str, message: dict[str, Any]) -> None:
+    def publish(self, doc_id: str, message: Message) -> None:
         """Queues a message; it is published in order, after a reconnect if need be."""
-        message["node"] = self.node_id
+        data = orjson.dumps(to_wire(message, self.node_id))
         try:
-            self._outbox.put_nowait((self._channel(doc_id), orjson.dumps(message)))
+            self._outbox.put_nowait((self._channel(doc_id), data))
         except asyncio.QueueFull:
             # Peers catch up from the database on the next message or resync.
             log.warning("fan-out queue full; dropping a message for %s", doc_id)
@@ -198,18 +186,22 @@ class RedisFanout:
             return
         channel = raw["channel"].decode() if isinstance(raw["channel"], bytes) else raw["channel"]
         try:
-            message = orjson.loads(raw["data"])
+            wire = orjson.loads(raw["data"])
         except orjson.JSONDecodeError:
             return
-        node = message.get("node")
+        node = wire.get("node") if isinstance(wire, dict) else None
         if not isinstance(node, str):
             return
         self._nodes_seen[node] = time.monotonic()
         if node == self.node_id or channel == self._nodes_channel():
             return
         doc_id = channel[len(self._prefix) + len("doc:") :]
+        message = from_wire(wire)
+        if message is None:
+            log.warning("unreadable fan-out message for %s", doc_id)
+            return
         try:
-            self._on_message(doc_id, message)
+            self._on_message(doc_id, node, message)
         except Exception:
             log.exception("fan-out message for %s failed", doc_id)
 

@@ -1,102 +1,111 @@
-"""Storage of documents, their operations and snapshots, behind a small interface.
+"""``Store`` on SQLAlchemy (SQLite and PostgreSQL), and the statements every SQL committer runs.
 
-``Store`` is what the actor and the REST routes need; ``SqlStore`` implements it on an injected
-``async_sessionmaker`` so the same code runs on SQLite and PostgreSQL. A lost race on commit is a
-return value (``False``), not an exception: the caller loads what it missed and retries.
+Every ``SqlStore`` method is one short transaction from the injected ``async_sessionmaker``;
+commits go through the injected ``Committer`` (``collab.storage.sqlite.SqliteWriter`` or
+``collab.storage.postgres.GroupCommitter`` in production, ``EngineCommitter`` otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy import Insert, Table, bindparam, delete, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import ot
-from collab.commit import CommitRequest, Committer, EngineCommitter, rowcount
 from collab.db import SessionFactory
-from collab.models import Document, Operation, Snapshot
+from collab.models import Base, Document, Operation, Snapshot
+from collab.storage.base import CommitRequest, Committer, ExtraRows, LostRace
+from collab.types import DocumentInfo, LoadedDocument, SnapshotInfo, StoredOp
+
+documents_table = Base.metadata.tables[Document.__tablename__]
+operations_table = Base.metadata.tables[Operation.__tablename__]
+
+# Core statements built once: the same SQL as the ORM-enabled update()/insert(), without the
+# ORM's bulk bookkeeping, which costs more CPU than SQLite's own work (docs/benchmarks.md).
+ADVANCE = (
+    update(documents_table)
+    .where(
+        documents_table.c.id == bindparam("b_id", type_=documents_table.c.id.type),
+        documents_table.c.rev == bindparam("b_base", type_=documents_table.c.rev.type),
+    )
+    .values(
+        rev=bindparam("b_rev", type_=documents_table.c.rev.type),
+        updated_at=bindparam("b_at", type_=documents_table.c.updated_at.type),
+    )
+)
+INSERT_OPS = insert(operations_table)
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentInfo:
-    id: str
-    title: str
-    rev: int
-    created_at: datetime
-    updated_at: datetime
+def insert_into(table_name: str) -> Insert:
+    """The insert for a request's ``extra_rows`` of one table (a table of ``collab.models``)."""
+    table: Table = Base.metadata.tables[table_name]
+    return insert(table)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredOp:
-    rev: int
-    op: ot.Op
-    src: str
-    seq: int
-    user_id: str
-    created_at: datetime
+def rowcount(result: Any) -> int:
+    count: int = result.rowcount
+    return count
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotInfo:
-    rev: int
-    created_at: datetime
+Waiting: TypeAlias = list[tuple[CommitRequest, asyncio.Future[bool]]]  # callers and answers
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedDocument:
-    info: DocumentInfo
-    snapshot_rev: int
-    snapshot_content: str
-    ops: list[StoredOp]
+def winners_rows(
+    group: Sequence[CommitRequest], won: Sequence[bool]
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+    """The op rows, and the extra rows by table, of the batches of ``group`` that advanced."""
+    winners = [request for request, ok in zip(group, won, strict=True) if ok]
+    ops = [row for request in winners for row in request.op_rows()]
+    extra: dict[str, list[Any]] = {}
+    for request in winners:
+        for table, rows in request.extra_rows.items():
+            extra.setdefault(table, []).extend(rows)
+    return ops, extra
 
 
-class Store(Protocol):
-    async def ping(self) -> None: ...
+def settle(group: Waiting, won: Sequence[bool] | None, error: BaseException | None) -> None:
+    """Answers each caller of a group: its batch's outcome, or the group's error."""
+    for index, (_, done) in enumerate(group):
+        if done.done():
+            continue
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert won is not None
+            done.set_result(won[index])
 
-    async def close(self) -> None: ...
 
-    async def get_document(self, doc_id: str) -> DocumentInfo | None: ...
+class EngineCommitter:
+    """One transaction per batch on the async engine's pool: the fallback of both group
+    committers, and the path for any other database."""
 
-    async def create_document(
-        self, doc_id: str, title: str, content: str, now: datetime
-    ) -> DocumentInfo | None: ...
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
-    async def load_document(self, doc_id: str) -> LoadedDocument | None: ...
+    async def commit(self, request: CommitRequest) -> bool:
+        if not request.ops:
+            return True
+        try:
+            async with self._engine.begin() as conn:
+                moved = await conn.execute(ADVANCE, request.advance_params())
+                if rowcount(moved) != 1:
+                    raise LostRace(request.doc_id)
+                await conn.execute(INSERT_OPS, request.op_rows())
+                for table, rows in request.extra_rows.items():
+                    if rows:
+                        await conn.execute(insert_into(table), list(rows))
+        except (LostRace, IntegrityError):
+            return False
+        return True
 
-    async def load_ops(
-        self, doc_id: str, after: int, until: int | None = None, limit: int | None = None
-    ) -> list[StoredOp]: ...
-
-    async def commit(
-        self,
-        doc_id: str,
-        base_rev: int,
-        ops: Sequence[StoredOp],
-        snapshot: tuple[int, str] | None,
-    ) -> bool: ...
-
-    async def find_revs(
-        self, doc_id: str, keys: Iterable[tuple[str, int]]
-    ) -> dict[tuple[str, int], int]: ...
-
-    async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None: ...
-
-    async def list_documents(
-        self, after_id: str | None, limit: int, only_ids: Iterable[str] | None
-    ) -> list[DocumentInfo]: ...
-
-    async def delete_document(self, doc_id: str) -> bool: ...
-
-    async def list_snapshots(self, doc_id: str) -> list[SnapshotInfo]: ...
-
-    async def content_at(self, doc_id: str, rev: int) -> str: ...
-
-    async def rev_at(self, doc_id: str, moment: datetime) -> int | None: ...
+    async def close(self) -> None:
+        pass
 
 
 def _info(row: Document) -> DocumentInfo:
@@ -112,15 +121,19 @@ _LOOKUP_CHUNK = 400
 
 
 class SqlStore:
-    """``Store`` on SQLAlchemy; every method is one short transaction from the factory."""
+    """``Store`` on SQLAlchemy; reads and snapshots through the session factory, commits
+    through the committer."""
 
-    def __init__(self, sessions: SessionFactory, committer: Committer | None = None) -> None:
+    def __init__(self, sessions: SessionFactory, committer: Committer) -> None:
         self._sessions = sessions
-        self._committer = committer or EngineCommitter(sessions.kw["bind"])
+        self._committer = committer
 
     async def ping(self) -> None:
         async with self._sessions() as session:
             await session.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self._committer.close()
 
     async def get_document(self, doc_id: str) -> DocumentInfo | None:
         async with self._sessions() as session:
@@ -130,7 +143,6 @@ class SqlStore:
     async def create_document(
         self, doc_id: str, title: str, content: str, now: datetime
     ) -> DocumentInfo | None:
-        """Creates the document with a snapshot at revision 0; ``None`` if the id is taken."""
         async with self._sessions() as session:
             try:
                 async with session.begin():
@@ -182,26 +194,17 @@ class SqlStore:
         doc_id: str,
         base_rev: int,
         ops: Sequence[StoredOp],
-        snapshot: tuple[int, str] | None,
+        extra_rows: ExtraRows | None = None,
     ) -> bool:
-        """Appends ``ops`` (revisions base_rev+1 …) in one transaction.
-
-        Returns False when another writer moved the document past ``base_rev`` first (or the
-        document is gone); nothing is written then.
-        """
         if not ops:
             return True
-        return await self._committer.commit(CommitRequest(doc_id, base_rev, ops, snapshot))
-
-    async def close(self) -> None:
-        await self._committer.close()
+        request = CommitRequest(doc_id, base_rev, ops, extra_rows or {})
+        return await self._committer.commit(request)
 
     async def find_revs(
         self, doc_id: str, keys: Iterable[tuple[str, int]]
     ) -> dict[tuple[str, int], int]:
-        """The revisions at which these (src, seq) pairs were stored, for those that were.
-
-        One query for a whole batch: when hundreds of clients join a document, each one's
+        """One query for a whole batch: when hundreds of clients join a document, each one's
         first op needs this check, and one query each would hold the actor up for all of them.
         """
         wanted = list(dict.fromkeys(keys))
@@ -220,7 +223,6 @@ class SqlStore:
         return found
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
-        """Stores a snapshot unless one already exists at that revision."""
         async with self._sessions() as session:
             try:
                 async with session.begin():
@@ -230,7 +232,7 @@ class SqlStore:
                             Snapshot(doc_id=doc_id, rev=rev, content=content, created_at=now)
                         )
             except IntegrityError:
-                pass
+                pass  # the document was deleted meanwhile, or another process wrote it
 
     async def list_documents(
         self, after_id: str | None, limit: int, only_ids: Iterable[str] | None
@@ -246,8 +248,9 @@ class SqlStore:
     async def delete_document(self, doc_id: str) -> bool:
         async with self._sessions() as session, session.begin():
             # Children first: SQLite only cascades with foreign_keys on, and we don't rely on it.
-            await session.execute(delete(Operation).where(Operation.doc_id == doc_id))
-            await session.execute(delete(Snapshot).where(Snapshot.doc_id == doc_id))
+            for table in Base.metadata.sorted_tables[::-1]:
+                if table.name != Document.__tablename__ and "doc_id" in table.c:
+                    await session.execute(delete(table).where(table.c.doc_id == doc_id))
             gone = await session.execute(delete(Document).where(Document.id == doc_id))
             return rowcount(gone) == 1
 
@@ -261,7 +264,6 @@ class SqlStore:
             return [SnapshotInfo(rev, created) for rev, created in rows]
 
     async def content_at(self, doc_id: str, rev: int) -> str:
-        """The text at ``rev``: the nearest snapshot at or before it, plus the ops after it."""
         async with self._sessions() as session, session.begin():
             snap = (
                 await session.execute(
@@ -283,7 +285,6 @@ class SqlStore:
             return content
 
     async def rev_at(self, doc_id: str, moment: datetime) -> int | None:
-        """The newest revision committed at or before ``moment``; None before the document."""
         async with self._sessions() as session:
             row = await session.get(Document, doc_id)
             if row is None or moment < row.created_at:
