@@ -21,7 +21,7 @@ from typing import Protocol
 
 from starlette.types import Receive, Send
 
-from collab.errors import CloseCode
+from collab.errors import CloseCode, CollabError
 from collab.ratelimit import TokenBucket
 from collab.yjs import messages
 from collab.yjs.awareness import AwarenessOutbox
@@ -271,6 +271,9 @@ class YjsConnection:
             if not self._done:
                 raise
             task.uncancel()
+        except CollabError:
+            # The actor stopped (shutdown, unload, deletion); it closes its peers itself.
+            self.close(CloseCode.GOING_AWAY, "document unloaded")
         except Exception:
             log.exception("reading from Yjs connection %s failed", self.src)
         finally:

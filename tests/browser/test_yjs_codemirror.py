@@ -19,10 +19,7 @@ import pytest
 from tests.browser.conftest import CHROMIUM_ARGS
 from tests.yjs_harness import build_codemirror_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skip(reason="/ws/yjs is not wired into the app yet"),
-]
+pytestmark = pytest.mark.browser
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Yjs CodeMirror</title></head>
