@@ -391,3 +391,19 @@ async def test_ot_and_rest_edits_reach_yjs_clients(server: ServerProcess, node: 
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     doc.apply_update(at_one.content)
     assert str(doc.get("content", type=pycrdt.Text)) == "a😀𝄞b"
+
+
+async def test_an_expiring_token_and_a_deleted_document_close_with_44xx(
+    server: ServerProcess, node: YjsNode
+) -> None:
+    await create(server, "expiring")
+    await create(server, "doomed")
+    await open_yjs(node, server, "short", "expiring", params={"token": token("s", ttl=2)})
+    await open_yjs(node, server, "victim", "doomed")
+    for name in ("short", "victim"):
+        await node.call("waitSynced", name=name)
+    res = await rest(server, "DELETE", "/documents/doomed")
+    assert res.status_code == 204
+    assert (await node.call("waitTerminal", name="victim"))["code"] == CloseCode.DELETED
+    assert (await node.call("waitTerminal", name="short"))["code"] == CloseCode.UNAUTHENTICATED
+    assert node.closes("short") == [CloseCode.UNAUTHENTICATED]
