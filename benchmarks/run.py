@@ -8,7 +8,9 @@
 Scenarios: ``hot`` (2/20/50 closed-loop clients on one document), ``crowd`` (hundreds of
 typists on one document), ``many`` (many documents with two typists each), ``connections``
 (memory per idle connection), ``history`` (``GET …/content?rev=R`` on a 100,000-op document),
-and ``commit`` (the durable-commit bound of SQLite on this disk). Each collab scenario starts a
+``yjs`` (y-websocket providers typing on one document: updates/s, integration latency, server
+CPU per update; Node and the npm packages pinned in tests/yjs_node), and ``commit`` (the
+durable-commit bound of SQLite on this disk). Each collab scenario starts a
 fresh ``collab serve`` on a temporary SQLite database; the load comes from ``driver.py``
 processes. Everything talks to 127.0.0.1 only, and every phase has a time limit.
 
@@ -58,7 +60,7 @@ SECRET = "bench-secret-for-this-run-only-0123456789abcdef"
 SHAREDB_DIR = BENCH / "sharedb"
 RESULTS_DIR = BENCH / "results"
 IMG_DIR = ROOT / "docs" / "img"
-SCENARIOS = ("commit", "hot", "crowd", "many", "cluster", "connections", "history")
+SCENARIOS = ("commit", "hot", "crowd", "many", "cluster", "connections", "history", "yjs")
 # The cluster scenario needs these (the machines' PostgreSQL and Redis by default).
 BENCH_POSTGRES_URL = os.environ.get(
     "COLLAB_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -103,6 +105,8 @@ class Sizes:
     history_ops: int
     history_requests: int
     commit_loops: int
+    yjs_clients: int = 10
+    yjs_rate: float = 10.0
 
 
 QUICK = Sizes(
@@ -112,7 +116,7 @@ QUICK = Sizes(
 FULL = Sizes(
     hot_clients=(2, 20, 50), warmup=2.0, duration=15.0, crowd_clients=400, rate=5.0,
     many_docs=500, connections=2000, history_ops=100_000, history_requests=2000,
-    commit_loops=5000,
+    commit_loops=5000, yjs_clients=30,
 )
 
 
@@ -734,6 +738,44 @@ class Bench:
         log(f"  p50 {self.results['history']['p50_ms']:.2f} ms, "
             f"p99 {self.results['history']['p99_ms']:.2f} ms")
 
+    def yjs(self) -> None:
+        """N WebsocketProviders on one room, each typing ``yjs_rate`` updates a second."""
+        if shutil.which("node") is None:
+            log("yjs: skipped (no node)")
+            return
+        from tests.yjs_harness import install
+
+        prefix = install()
+        shutil.copy(BENCH / "yjs_load.mjs", prefix / "yjs_load.mjs")
+        n, rate = self.sizes.yjs_clients, self.sizes.yjs_rate
+        token = mint_token(SECRET, "bench", ttl=3600)
+        server = self.collab_server("yjs")
+        server.env.update({"COLLAB_YJS_MESSAGES_PER_SECOND": "1000000",
+                           "COLLAB_YJS_MESSAGES_BURST": "1000000"})
+        with server:
+            status, body = http_post(server.port, "/documents", {"id": "yjs"}, token)
+            if status != 201:
+                raise RuntimeError(f"creating the Yjs document: {status} {body!r}")
+            log(f"yjs: {n} providers, {rate:g} updates/s each")
+            cpu_before = server.cpu()
+            done = subprocess.run(
+                ["node", "yjs_load.mjs", f"{server.ws_url}/ws/yjs", "yjs", token, str(n),
+                 str(rate), str(self.sizes.warmup), str(self.sizes.duration)],
+                cwd=prefix, capture_output=True, text=True, timeout=PHASE_TIMEOUT, check=False,
+            )
+            cpu = server.cpu() - cpu_before
+            peak = server.stop()
+        if done.returncode != 0:
+            raise RuntimeError(f"yjs load failed: {done.stderr[-2000:]}")
+        result = orjson.loads(done.stdout.strip().splitlines()[-1])
+        # The CPU covers the warm-up and the final convergence too: divide by every update.
+        total = result["sent"] * (1 + self.sizes.warmup / self.sizes.duration)
+        result.update({"server_cpu_ms_per_update": cpu / max(total, 1) * 1000,
+                       "server_cpu_seconds": cpu, "peak_rss": peak})
+        self.results["yjs"] = result
+        log(f"  {result['updates_per_second']:.0f} updates/s, p95 {fmt(result['p95_ms'])} ms, "
+            f"{result['server_cpu_ms_per_update']:.2f} ms server CPU per update")
+
     def run(self, scenarios: list[str]) -> None:
         from fastot import self_check
 
@@ -1100,6 +1142,14 @@ def markdown(results: dict[str, Any]) -> str:
                          f"through its writer thread "
                          f"| {commit['statements_per_second']:,.0f}/s; "
                          f"{commit['writer_per_second']:,.0f}/s | - |")
+    y = results.get("yjs")
+    if y:
+        other.append(f"| Yjs | {y['clients']} providers on one document, "
+                     f"{y['updates_per_second']:,.0f} updates/s "
+                     f"| integration p50 {fmt(y['p50_ms'])} ms, p95 {fmt(y['p95_ms'])} ms; "
+                     f"{y['server_cpu_ms_per_update']:.2f} ms server CPU per update"
+                     f"{'' if y['converged'] else '; NOT CONVERGED'} "
+                     f"| {y['peak_rss'] / 2**20:.0f} MiB |")
     if other:
         lines += ["| scenario | load | result | peak RSS |", "| --- | --- | --- | ---: |",
                   *other, ""]

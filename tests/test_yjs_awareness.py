@@ -78,6 +78,18 @@ def test_caps_refuse_the_whole_update() -> None:
     assert decoded(r.everyone()) == [(1, 1, {}), (2, 1, {})]
 
 
+def test_echoes_of_other_clients_are_not_claims() -> None:
+    """A provider sends back every state it receives: a room of more peers than one
+    connection may own ids must not refuse those echoes."""
+    r = room()  # two ids per connection
+    for client in range(1, 6):
+        r.apply(f"o{client}", [entry(client, 1, {"n": client})])
+    echo = [entry(client, 1, {"n": client}) for client in range(1, 6)]
+    assert r.apply("o1", echo) == []
+    assert r.owned_by("o1") == frozenset({1})
+    assert len(r) == 5
+
+
 def test_removed_clients_are_forgotten_past_a_bound() -> None:
     r: AwarenessRoom[str] = AwarenessRoom(
         max_state_bytes=100, max_clients_per_owner=1, max_removed=2

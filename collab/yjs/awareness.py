@@ -81,7 +81,9 @@ class AwarenessRoom(Generic[Owner]):
         """Takes ``owner``'s entries; returns the ones that changed something, encoded, which
         are what to relay. Raises :class:`AwarenessRefused` for a state over the size cap or
         more client ids than one connection may announce; nothing is applied then."""
-        entries = list(entries)
+        # Only news counts: every provider sends back each state it receives (same clock),
+        # so a connection routinely carries other clients' ids, which are not claims.
+        entries = [e for e in entries if self._is_news(e)]
         owned = self._owned.get(owner, set())
         claimed = {e.client_id for e in entries if not e.removed} - owned
         for entry in entries:
@@ -101,13 +103,19 @@ class AwarenessRoom(Generic[Owner]):
             if self._take(owner, e)
         ]
 
+    def _is_news(self, entry: AwarenessEntry) -> bool:
+        """y-protocols' rule: a newer clock, or the same clock removing a present client."""
+        held = self._present.get(entry.client_id)
+        current = held.clock if held is not None else self._removed.get(entry.client_id, 0)
+        return current < entry.clock or (
+            held is not None and current == entry.clock and entry.removed
+        )
+
     def _take(self, owner: Owner, entry: AwarenessEntry) -> bool:
+        if not self._is_news(entry):
+            return False
         client_id = entry.client_id
         held = self._present.get(client_id)
-        current = held.clock if held is not None else self._removed.get(client_id, 0)
-        newer = current < entry.clock
-        if not (newer or (held is not None and current == entry.clock and entry.removed)):
-            return False
         if entry.removed:
             if held is not None:
                 self._disown(held.owner, client_id)
