@@ -589,12 +589,14 @@ class DocumentActor:
                 peer.client_id,
                 (peer.user_id, peer.name),
                 getattr(peer, "access", "write"),
-                self._roster.entries(state),
+                self._roster.entries(state) + self._yjs_entries(),
                 missed,
             )
         )
         self._send_all(protocol.join_frame(peer.client_id, peer.user_id, peer.name))
         self._roster.add(peer)
+        if self._yjs is not None:
+            self._yjs.room.show_ot_client(peer.client_id, peer.name)
         self._metrics.connections += 1
         self._pubsub.publish(
             self.doc_id, PeerSeen("join", peer.client_id, peer.user_id, peer.name, None, None)
@@ -616,6 +618,8 @@ class DocumentActor:
         self._metrics.connections -= 1
         self._send_all(protocol.leave_frame(peer.client_id, peer.user_id, peer.name))
         self._pubsub.publish(self.doc_id, PeerLeft(peer.client_id, peer.user_id, peer.name))
+        if self._yjs is not None:
+            self._yjs.room.hide_ot_client(peer.client_id)
 
     def _presence(self, peer: Peer, cursor: CursorDict | None, rev: int) -> None:
         if peer not in self._roster:
@@ -696,6 +700,8 @@ class DocumentActor:
         try:
             match message.kind:
                 case "leave":
+                    if peer in host.room.peers:
+                        self._send_all(protocol.leave_frame(peer.src, peer.user_id, peer.name))
                     host.room.leave(peer)
                 case "step1":
                     await host.fresh(self.state)
@@ -710,18 +716,30 @@ class DocumentActor:
     async def _yjs_join(self, peer: YjsConnection, state_vector: bytes) -> None:
         if peer.closing:
             return
-        if self._yjs is None:
+        host = self._yjs
+        if host is None:
             assert self._yjs_services is not None, "Yjs is not configured"
-            self._yjs = await YjsHost.open(self.doc_id, self.state, self._yjs_services, seed=True)
+            host = await YjsHost.open(self.doc_id, self.state, self._yjs_services, seed=True)
+            assert host is not None
+            self._yjs = host
             # Other processes with this document loaded bridge its ops from now on too.
             self._pubsub.publish(self.doc_id, YjsUpdates(()))
-        host = self._yjs
-        assert host is not None
+            for other in self._roster:
+                host.room.show_ot_client(other.client_id, other.name)
         await host.fresh(self.state)
         try:
             host.room.join(peer, state_vector)
         except DecodeError as error:
             peer.close(CloseCode.BAD_MESSAGE, error.message[:120])
+            return
+        # OT clients list the Yjs editor as a peer (its cursor stays in Yjs awareness).
+        self._send_all(protocol.join_frame(peer.src, peer.user_id, peer.name))
+
+    def _yjs_entries(self) -> list[dict[str, Any]]:
+        """The Yjs editors, as peers of an OT client's ``init``."""
+        if self._yjs is None:
+            return []
+        return [protocol.peer_entry(p.src, p.user_id, p.name, None) for p in self._yjs.room.peers]
 
     async def _yjs_remote(self, updates: tuple[bytes, ...]) -> None:
         try:

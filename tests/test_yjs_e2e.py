@@ -407,3 +407,36 @@ async def test_an_expiring_token_and_a_deleted_document_close_with_44xx(
     assert (await node.call("waitTerminal", name="victim"))["code"] == CloseCode.DELETED
     assert (await node.call("waitTerminal", name="short"))["code"] == CloseCode.UNAUTHENTICATED
     assert node.closes("short") == [CloseCode.UNAUTHENTICATED]
+
+
+async def test_ot_and_yjs_users_appear_in_each_others_rosters(
+    server: ServerProcess, node: YjsNode
+) -> None:
+    doc_id = "rosters"
+    await create(server, doc_id)
+    otto = await CollabClient.connect(server.base_url, doc_id, token("otto", name="Otto"))
+    events = otto.subscribe()
+
+    async def next_event(kind: str) -> dict[str, Any]:
+        async with asyncio.timeout(15):
+            while True:
+                event = await events.get()
+                if event.kind == kind:
+                    return dict(event.data)
+
+    try:
+        await open_yjs(node, server, "Yara", doc_id)
+        # The Yjs editor sees the OT client by name in its awareness...
+        await node.call("waitPeers", name="Yara", names=["Otto"])
+        # ...and the OT client lists the Yjs editor as a peer.
+        joined = await next_event("join")
+        assert joined["name"] == "Yara" and joined["client"].startswith("yjs:")
+        assert [p.name for p in otto.peers.values()] == ["Yara"]
+        await node.call("destroy", name="Yara")
+        assert (await next_event("leave"))["client"] == joined["client"]
+        assert otto.peers == {}
+    finally:
+        await otto.close()
+    await open_yjs(node, server, "Zed", doc_id)
+    await open_yjs(node, server, "Ada", doc_id)
+    await node.call("waitPeers", name="Zed", names=["Ada"])  # Otto left: gone from awareness

@@ -14,7 +14,7 @@ sent as one message, as presence does on the OT socket.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -22,7 +22,7 @@ from collab.errors import CloseCode, CollabError
 from collab.yjs import messages
 from collab.yjs.messages import AwarenessEntry
 
-Owner = TypeVar("Owner")  # a connection: hashed by identity
+Owner = TypeVar("Owner", bound=Hashable)  # a connection: hashed by identity
 
 NULL_STATE = "null"
 

@@ -9,7 +9,9 @@ relayed can reach it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import secrets
+from collections.abc import Hashable, Iterable
 from typing import Protocol
 
 from collab.yjs import messages
@@ -21,8 +23,11 @@ from collab.yjs.messages import AwarenessEntry
 class YjsPeer(Protocol):
     """A Yjs connection as the room sees it. ``send`` and ``send_awareness`` only queue."""
 
+    src: str  # names the connection (and the ops its text changes become)
     user_id: str
     name: str
+
+    def __hash__(self) -> int: ...
 
     def send(self, frame: bytes) -> None: ...
 
@@ -37,7 +42,8 @@ class YjsRoom:
     ) -> None:
         self.doc = doc
         self.peers: list[YjsPeer] = []
-        self.awareness: AwarenessRoom[YjsPeer] = AwarenessRoom(
+        # Owners: Yjs peers, and the OT clients shown to Yjs editors (keyed by their client id).
+        self.awareness: AwarenessRoom[Hashable] = AwarenessRoom(
             max_state_bytes=max_awareness_bytes, max_clients_per_owner=max_awareness_clients
         )
 
@@ -97,3 +103,17 @@ class YjsRoom:
 
     def roster(self) -> list[tuple[int, str | None]]:
         return self.awareness.roster()
+
+    def show_ot_client(self, client: str, name: str) -> None:
+        """Shows an OT client to the Yjs editors as an awareness state of its own
+        (``{"user": {"name": …}, "collab": "ot"}``) under a client id the room does not hold."""
+        taken = {client_id for client_id, _ in self.awareness.roster()}
+        client_id = secrets.randbits(32)
+        while client_id in taken:
+            client_id = secrets.randbits(32)
+        state = {"user": {"name": name}, "collab": "ot"}
+        entry = AwarenessEntry(client_id, 1, json.dumps(state), state)
+        self._relay_awareness(self.awareness.apply(("ot", client), [entry]), None)
+
+    def hide_ot_client(self, client: str) -> None:
+        self._relay_awareness(self.awareness.leave(("ot", client)), None)
