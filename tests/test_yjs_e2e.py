@@ -453,3 +453,20 @@ async def test_ot_and_yjs_users_appear_in_each_others_rosters(
     await open_yjs(node, server, "Zed", doc_id)
     await open_yjs(node, server, "Ada", doc_id)
     await node.call("waitPeers", name="Zed", names=["Ada"])  # Otto left: gone from awareness
+
+
+async def test_the_document_size_cap_closes_with_4413_and_stores_nothing(
+    server_factory: Callable[..., ServerProcess], node: YjsNode
+) -> None:
+    server = server_factory(COLLAB_YJS_MAX_DOCUMENT_BYTES="4000")
+    await create(server, "capped", "small")
+    res = await rest(server, "GET", "/documents/capped/yjs")
+    assert res.status_code == 404  # no Yjs client joined it yet: no Yjs state
+    await open_yjs(node, server, "big", "capped")
+    await open_yjs(node, server, "fine", "capped")
+    for name in ("big", "fine"):
+        await node.call("waitSynced", name=name)
+    await node.call("insert", name="big", index=5, text="x" * 5000)
+    assert (await node.call("waitTerminal", name="big"))["code"] == CloseCode.MESSAGE_TOO_LARGE
+    await node.call("insert", name="fine", index=0, text="still ")
+    assert await converged(server, "capped", node, ["fine"]) == "still small"
