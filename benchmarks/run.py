@@ -765,16 +765,62 @@ class Bench:
             )
             cpu = server.cpu() - cpu_before
             peak = server.stop()
+        self.results["yjs"] = self._yjs_result(done, cpu, peak)
+        if self.args.vs_sharedb:
+            self.results["yjs_pycrdt_websocket"] = self._yjs_vs_pycrdt_websocket(prefix)
+
+    def _yjs_result(
+        self, done: subprocess.CompletedProcess[str], cpu: float, peak: int
+    ) -> dict[str, Any]:
         if done.returncode != 0:
             raise RuntimeError(f"yjs load failed: {done.stderr[-2000:]}")
-        result = orjson.loads(done.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
         # The CPU covers the warm-up and the final convergence too: divide by every update.
         total = result["sent"] * (1 + self.sizes.warmup / self.sizes.duration)
         result.update({"server_cpu_ms_per_update": cpu / max(total, 1) * 1000,
                        "server_cpu_seconds": cpu, "peak_rss": peak})
-        self.results["yjs"] = result
         log(f"  {result['updates_per_second']:.0f} updates/s, p95 {fmt(result['p95_ms'])} ms, "
             f"{result['server_cpu_ms_per_update']:.2f} ms server CPU per update")
+        return result
+
+    def _yjs_vs_pycrdt_websocket(self, prefix: Path) -> dict[str, Any] | None:
+        """The same load on pycrdt-websocket's own server (in memory: it stores nothing)."""
+        try:
+            import pycrdt.websocket  # noqa: F401
+        except ImportError:
+            log("yjs: pycrdt-websocket is not installed (pip install -e '.[bench]'); skipped")
+            return None
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, str(BENCH / "pycrdt_websocket_server.py"), str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(self.workdir),
+        )
+        try:
+            assert process.stdout is not None
+            if not process.stdout.readline().startswith(b"ready"):
+                raise RuntimeError("pycrdt-websocket did not start")
+            ps = psutil.Process(process.pid)
+            sampler = Sampler(ps)
+            sampler.start()
+            log(f"yjs: the same load on pycrdt-websocket {self.sizes.yjs_clients} providers")
+            times = ps.cpu_times()
+            before = times.user + times.system
+            done = subprocess.run(
+                ["node", "yjs_load.mjs", f"ws://127.0.0.1:{port}", "yjs", "-",
+                 str(self.sizes.yjs_clients), str(self.sizes.yjs_rate), str(self.sizes.warmup),
+                 str(self.sizes.duration)],
+                cwd=prefix, capture_output=True, text=True, timeout=PHASE_TIMEOUT, check=False,
+            )
+            times = ps.cpu_times()
+            peak = sampler.stop()
+            return self._yjs_result(done, times.user + times.system - before, peak)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def run(self, scenarios: list[str]) -> None:
         from fastot import self_check
@@ -1142,9 +1188,11 @@ def markdown(results: dict[str, Any]) -> str:
                          f"through its writer thread "
                          f"| {commit['statements_per_second']:,.0f}/s; "
                          f"{commit['writer_per_second']:,.0f}/s | - |")
-    y = results.get("yjs")
-    if y:
-        other.append(f"| Yjs | {y['clients']} providers on one document, "
+    for key, label in (("yjs", "Yjs"), ("yjs_pycrdt_websocket", "Yjs, pycrdt-websocket")):
+        y = results.get(key)
+        if not y:
+            continue
+        other.append(f"| {label} | {y['clients']} providers on one document, "
                      f"{y['updates_per_second']:,.0f} updates/s "
                      f"| integration p50 {fmt(y['p50_ms'])} ms, p95 {fmt(y['p95_ms'])} ms; "
                      f"{y['server_cpu_ms_per_update']:.2f} ms server CPU per update"
