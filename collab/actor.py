@@ -712,6 +712,9 @@ class DocumentActor:
                     host.room.query_awareness(peer)
         except DecodeError as error:
             peer.close(CloseCode.BAD_MESSAGE, error.message[:120])
+        except Exception:
+            log.exception("a Yjs %s failed for %s", message.kind, self.doc_id)
+            peer.close(CloseCode.INTERNAL, "internal error")
 
     async def _yjs_join(self, peer: YjsConnection, state_vector: bytes) -> None:
         if peer.closing:
@@ -719,18 +722,27 @@ class DocumentActor:
         host = self._yjs
         if host is None:
             assert self._yjs_services is not None, "Yjs is not configured"
-            host = await YjsHost.open(self.doc_id, self.state, self._yjs_services, seed=True)
+            try:
+                host = await YjsHost.open(self.doc_id, self.state, self._yjs_services, seed=True)
+            except Exception:
+                log.exception("loading the Yjs state of %s failed", self.doc_id)
+                peer.close(CloseCode.INTERNAL, "the Yjs state could not be loaded")
+                return
             assert host is not None
             self._yjs = host
             # Other processes with this document loaded bridge its ops from now on too.
             self._pubsub.publish(self.doc_id, YjsUpdates(()))
             for other in self._roster:
                 host.room.show_ot_client(other.client_id, other.name)
-        await host.fresh(self.state)
         try:
+            await host.fresh(self.state)
             host.room.join(peer, state_vector)
         except DecodeError as error:
             peer.close(CloseCode.BAD_MESSAGE, error.message[:120])
+            return
+        except Exception:
+            log.exception("a Yjs join failed for %s", self.doc_id)
+            peer.close(CloseCode.INTERNAL, "internal error")
             return
         # OT clients list the Yjs editor as a peer (its cursor stays in Yjs awareness).
         self._send_all(protocol.join_frame(peer.src, peer.user_id, peer.name))
@@ -770,8 +782,8 @@ class DocumentActor:
         if host is None or self._yjs_sequencer is None:
             return
         for _ in range(self._config.max_commit_retries + 1):
-            prepared = await host.prepare(items, self.state)
             try:
+                prepared = await host.prepare(items, self.state)
                 await host.store_plain(prepared, self.state.rev)
                 if prepared.plain:
                     self._pubsub.publish(self.doc_id, YjsUpdates(tuple(prepared.plain)))
