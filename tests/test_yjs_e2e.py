@@ -470,3 +470,17 @@ async def test_the_document_size_cap_closes_with_4413_and_stores_nothing(
     assert (await node.call("waitTerminal", name="big"))["code"] == CloseCode.MESSAGE_TOO_LARGE
     await node.call("insert", name="fine", index=0, text="still ")
     assert await converged(server, "capped", node, ["fine"]) == "still small"
+
+
+@pytest.mark.slow
+async def test_an_idle_provider_stays_connected_past_its_watchdog(
+    server: ServerProcess, node: YjsNode
+) -> None:
+    """y-websocket closes a socket that received nothing for 30 s (pings do not count); the
+    server's keepalive must keep an idle editor connected. The wait is the point of the test."""
+    await create(server, "idle")
+    await open_yjs(node, server, "idler", "idle")
+    await node.call("waitSynced", name="idler")
+    await asyncio.sleep(40)
+    state = await node.call("state", name="idler")
+    assert state["closes"] == [] and state["status"] == "connected"
