@@ -8,7 +8,9 @@
 Scenarios: ``hot`` (2/20/50 closed-loop clients on one document), ``crowd`` (hundreds of
 typists on one document), ``many`` (many documents with two typists each), ``connections``
 (memory per idle connection), ``history`` (``GET …/content?rev=R`` on a 100,000-op document),
-and ``commit`` (the durable-commit bound of SQLite on this disk). Each collab scenario starts a
+``yjs`` (y-websocket providers typing on one document: updates/s, integration latency, server
+CPU per update; Node and the npm packages pinned in tests/yjs_node), and ``commit`` (the
+durable-commit bound of SQLite on this disk). Each collab scenario starts a
 fresh ``collab serve`` on a temporary SQLite database; the load comes from ``driver.py``
 processes. Everything talks to 127.0.0.1 only, and every phase has a time limit.
 
@@ -59,7 +61,7 @@ SECRET = "bench-secret-for-this-run-only-0123456789abcdef"
 SHAREDB_DIR = BENCH / "sharedb"
 RESULTS_DIR = BENCH / "results"
 IMG_DIR = ROOT / "docs" / "img"
-SCENARIOS = ("commit", "hot", "crowd", "many", "cluster", "connections", "history")
+SCENARIOS = ("commit", "hot", "crowd", "many", "cluster", "connections", "history", "yjs")
 # The cluster scenario needs these (the machines' PostgreSQL and Redis by default).
 BENCH_POSTGRES_URL = os.environ.get(
     "COLLAB_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -104,6 +106,8 @@ class Sizes:
     history_ops: int
     history_requests: int
     commit_loops: int
+    yjs_clients: int = 10
+    yjs_rate: float = 10.0
 
 
 QUICK = Sizes(
@@ -113,7 +117,7 @@ QUICK = Sizes(
 FULL = Sizes(
     hot_clients=(2, 20, 50), warmup=2.0, duration=15.0, crowd_clients=400, rate=5.0,
     many_docs=500, connections=2000, history_ops=100_000, history_requests=2000,
-    commit_loops=5000,
+    commit_loops=5000, yjs_clients=30,
 )
 
 
@@ -853,6 +857,90 @@ class Bench:
         log(f"  p50 {self.results['history']['p50_ms']:.2f} ms, "
             f"p99 {self.results['history']['p99_ms']:.2f} ms")
 
+    def yjs(self) -> None:
+        """N WebsocketProviders on one room, each typing ``yjs_rate`` updates a second."""
+        if shutil.which("node") is None:
+            log("yjs: skipped (no node)")
+            return
+        from tests.yjs_harness import install
+
+        prefix = install()
+        shutil.copy(BENCH / "yjs_load.mjs", prefix / "yjs_load.mjs")
+        n, rate = self.sizes.yjs_clients, self.sizes.yjs_rate
+        token = mint_token(SECRET, "bench", ttl=3600)
+        server = self.collab_server("yjs")
+        server.env.update({"COLLAB_YJS_MESSAGES_PER_SECOND": "1000000",
+                           "COLLAB_YJS_MESSAGES_BURST": "1000000"})
+        with server:
+            status, body = http_post(server.port, "/documents", {"id": "yjs"}, token)
+            if status != 201:
+                raise RuntimeError(f"creating the Yjs document: {status} {body!r}")
+            log(f"yjs: {n} providers, {rate:g} updates/s each")
+            cpu_before = server.cpu()
+            done = subprocess.run(
+                ["node", "yjs_load.mjs", f"{server.ws_url}/ws/yjs", "yjs", token, str(n),
+                 str(rate), str(self.sizes.warmup), str(self.sizes.duration)],
+                cwd=prefix, capture_output=True, text=True, timeout=PHASE_TIMEOUT, check=False,
+            )
+            cpu = server.cpu() - cpu_before
+            peak = server.stop()
+        self.results["yjs"] = self._yjs_result(done, cpu, peak)
+        if self.args.vs_sharedb:
+            self.results["yjs_pycrdt_websocket"] = self._yjs_vs_pycrdt_websocket(prefix)
+
+    def _yjs_result(
+        self, done: subprocess.CompletedProcess[str], cpu: float, peak: int
+    ) -> dict[str, Any]:
+        if done.returncode != 0:
+            raise RuntimeError(f"yjs load failed: {done.stderr[-2000:]}")
+        result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+        # The CPU covers the warm-up and the final convergence too: divide by every update.
+        total = result["sent"] * (1 + self.sizes.warmup / self.sizes.duration)
+        result.update({"server_cpu_ms_per_update": cpu / max(total, 1) * 1000,
+                       "server_cpu_seconds": cpu, "peak_rss": peak})
+        log(f"  {result['updates_per_second']:.0f} updates/s, p95 {fmt(result['p95_ms'])} ms, "
+            f"{result['server_cpu_ms_per_update']:.2f} ms server CPU per update")
+        return result
+
+    def _yjs_vs_pycrdt_websocket(self, prefix: Path) -> dict[str, Any] | None:
+        """The same load on pycrdt-websocket's own server (in memory: it stores nothing)."""
+        try:
+            import pycrdt.websocket  # noqa: F401
+        except ImportError:
+            log("yjs: pycrdt-websocket is not installed (pip install -e '.[bench]'); skipped")
+            return None
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, str(BENCH / "pycrdt_websocket_server.py"), str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(self.workdir),
+        )
+        try:
+            assert process.stdout is not None
+            if not process.stdout.readline().startswith(b"ready"):
+                raise RuntimeError("pycrdt-websocket did not start")
+            ps = psutil.Process(process.pid)
+            sampler = Sampler(ps)
+            sampler.start()
+            log(f"yjs: the same load on pycrdt-websocket {self.sizes.yjs_clients} providers")
+            times = ps.cpu_times()
+            before = times.user + times.system
+            done = subprocess.run(
+                ["node", "yjs_load.mjs", f"ws://127.0.0.1:{port}", "yjs", "-",
+                 str(self.sizes.yjs_clients), str(self.sizes.yjs_rate), str(self.sizes.warmup),
+                 str(self.sizes.duration)],
+                cwd=prefix, capture_output=True, text=True, timeout=PHASE_TIMEOUT, check=False,
+            )
+            times = ps.cpu_times()
+            peak = sampler.stop()
+            return self._yjs_result(done, times.user + times.system - before, peak)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
     def run(self, scenarios: list[str]) -> None:
         if self.args.vs_sharedb and {"hot", "many"} & set(scenarios):
             self.args.vs_sharedb = ensure_sharedb()
@@ -1370,6 +1458,16 @@ def markdown(results: dict[str, Any]) -> str:
                          f"through its writer thread "
                          f"| {commit['statements_per_second']:,.0f}/s; "
                          f"{commit['writer_per_second']:,.0f}/s | - |")
+    for key, label in (("yjs", "Yjs"), ("yjs_pycrdt_websocket", "Yjs, pycrdt-websocket")):
+        y = results.get(key)
+        if not y:
+            continue
+        other.append(f"| {label} | {y['clients']} providers on one document, "
+                     f"{y['updates_per_second']:,.0f} updates/s "
+                     f"| integration p50 {fmt(y['p50_ms'])} ms, p95 {fmt(y['p95_ms'])} ms; "
+                     f"{y['server_cpu_ms_per_update']:.2f} ms server CPU per update"
+                     f"{'' if y['converged'] else '; NOT CONVERGED'} "
+                     f"| {y['peak_rss'] / 2**20:.0f} MiB |")
     if other:
         lines += ["| scenario | load | result | peak RSS |", "| --- | --- | --- | ---: |",
                   *other, ""]

@@ -23,20 +23,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from collab import ot, protocol
 from collab.delivery import Delivery
-from collab.document import DocumentState, Submission, SubmitError
+from collab.document import Batch, DocumentState, Submission, SubmitError
 from collab.errors import CloseCode, CollabError
 from collab.metrics import Metrics
 from collab.presence import Peer, Roster
 from collab.protocol import CursorDict
 from collab.pubsub.base import PubSub
-from collab.pubsub.messages import Committed, Message, PeerLeft, PeerSeen, Who
-from collab.sequencer import Failure, Sequencer
+from collab.pubsub.messages import Committed, Message, PeerLeft, PeerSeen, Who, YjsUpdates
+from collab.sequencer import Failure, RowsFor, Sequenced, Sequencer
 from collab.snapshots import Snapshotter
-from collab.storage.base import Store
+from collab.storage.base import ExtraRows, Store
 from collab.types import StoredOp
+from collab.yjs.codec import DecodeError
+from collab.yjs.connection import YjsConnection
+from collab.yjs.host import YjsHost, YjsServices
+from collab.yjs.messages import AwarenessEntry
 
 __all__ = [
     "ActorConfig",
@@ -116,6 +121,16 @@ class Presence:
 
 
 @dataclass(slots=True)
+class YjsMessage:
+    """A message of a Yjs connection (collab.yjs): its first sync step 1 (``join``), an update,
+    a later sync step 1, awareness, a query for awareness, or its departure."""
+
+    kind: Literal["join", "update", "step1", "awareness", "query", "leave"]
+    peer: YjsConnection
+    payload: Any = None
+
+
+@dataclass(slots=True)
 class Read:
     reply: asyncio.Future[tuple[str, int]]
 
@@ -148,7 +163,9 @@ class Resync:
     """Reads ops other processes committed that this one may have missed."""
 
 
-Inbox = Submit | Join | Leave | Presence | Read | Delete | Stop | Wake | Remote | Resync
+Inbox = (
+    Submit | Join | Leave | Presence | YjsMessage | Read | Delete | Stop | Wake | Remote | Resync
+)
 _BACKGROUND = (Wake, Remote, Resync)
 
 
@@ -162,6 +179,7 @@ class DocumentActor:
         pubsub: PubSub,
         on_exit: Callable[[DocumentActor], None],
         on_commit: Sequence[CommitListener] = (),
+        yjs: YjsServices | None = None,
     ) -> None:
         self.doc_id = doc_id
         self._store = store
@@ -175,6 +193,11 @@ class DocumentActor:
         self._delivery = Delivery(self._roster, config.frames_per_second)
         self._state: DocumentState | None = None
         self._sequencer: Sequencer | None = None
+        # Yjs (collab.yjs): a host once the document has Yjs state, and a sequencer that
+        # returns on a lost race, since a Yjs client's op is remade from its update, not rebased.
+        self._yjs_services = yjs
+        self._yjs: YjsHost | None = None
+        self._yjs_sequencer: Sequencer | None = None
         self._snapshots: Snapshotter | None = None
         self._last_activity = time.monotonic()
         self._leases = 0
@@ -238,17 +261,40 @@ class DocumentActor:
 
     def leave(self, peer: Peer) -> None:
         """Queues a departure without waiting: it is called from cleanup code."""
+        self._put_later(Leave(peer))
+
+    def _put_later(self, message: Inbox) -> None:
         if not self._running:
             return
         try:
-            self._inbox.put_nowait(Leave(peer))
+            self._inbox.put_nowait(message)
         except asyncio.QueueFull:
-            task = asyncio.create_task(self._inbox.put(Leave(peer)))
+            task = asyncio.create_task(self._inbox.put(message))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def presence(self, peer: Peer, cursor: CursorDict | None, rev: int) -> None:
         await self._put(Presence(peer, cursor, rev))
+
+    # -- Yjs connections (collab.yjs.connection.YjsEndpoint) ------------------------------------
+
+    async def yjs_join(self, peer: YjsConnection, state_vector: bytes) -> None:
+        await self._put(YjsMessage("join", peer, state_vector))
+
+    async def yjs_update(self, peer: YjsConnection, update: bytes) -> None:
+        await self._put(YjsMessage("update", peer, update))
+
+    async def yjs_step1(self, peer: YjsConnection, state_vector: bytes) -> None:
+        await self._put(YjsMessage("step1", peer, state_vector))
+
+    async def yjs_awareness(self, peer: YjsConnection, entries: Sequence[AwarenessEntry]) -> None:
+        await self._put(YjsMessage("awareness", peer, entries))
+
+    async def yjs_query_awareness(self, peer: YjsConnection) -> None:
+        await self._put(YjsMessage("query", peer))
+
+    def yjs_leave(self, peer: YjsConnection) -> None:
+        self._put_later(YjsMessage("leave", peer))
 
     async def read(self) -> tuple[str, int]:
         reply: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
@@ -321,6 +367,8 @@ class DocumentActor:
             await self._unsubscribe()
             if unload and self._snapshots is not None:
                 await self._snapshots.final(self.state.rev, self.state.text)
+            if self._yjs is not None:
+                await self._yjs.settle()
             self._fail_leftovers()
 
     async def _unsubscribe(self) -> None:
@@ -387,15 +435,24 @@ class DocumentActor:
         self._snapshots = Snapshotter(
             self.doc_id, self._store, config.snapshot_every, loaded.snapshot_rev
         )
+        if self._yjs_services is not None:
+            self._yjs_sequencer = Sequencer(self.doc_id, self._state, self._store, max_retries=0)
+            # A document with Yjs state bridges every op from now on; one without pays one
+            # lookup here and nothing more until a Yjs client joins.
+            self._yjs = await YjsHost.open(self.doc_id, self._state, self._yjs_services, seed=False)
 
     async def _handle(self, messages: list[Inbox]) -> bool:
         """Handles a run of ready messages; False means: do not snapshot (it was deleted)."""
         pending: list[Submit] = []
         work = 0  # revisions the pending submissions are rebased past
+        updates: list[tuple[YjsConnection, bytes]] = []  # Yjs updates, sequenced together
         if not all(isinstance(m, _BACKGROUND) for m in messages):
             self._last_activity = time.monotonic()
         for message in messages:
             if isinstance(message, Submit):
+                if updates:
+                    await self._sequence_yjs(updates)
+                    updates = []
                 distance = max(0, self.state.rev - message.submission.base_rev)
                 if pending and work + distance > self._config.rebase_budget:
                     await self._sequence(pending)
@@ -404,9 +461,18 @@ class DocumentActor:
                 pending.append(message)
                 work += distance
                 continue
+            if isinstance(message, YjsMessage) and message.kind == "update":
+                if pending:
+                    await self._sequence(pending)
+                    pending, work = [], 0
+                updates.append((message.peer, message.payload))
+                continue
             if pending:
                 await self._sequence(pending)
                 pending, work = [], 0
+            if updates:
+                await self._sequence_yjs(updates)
+                updates = []
             match message:
                 case Join(peer, since, done):
                     await self._join(peer, since)
@@ -416,6 +482,8 @@ class DocumentActor:
                     self._leave(peer)
                 case Presence(peer, cursor, rev):
                     self._presence(peer, cursor, rev)
+                case YjsMessage():
+                    await self._yjs_message(message)
                 case Read(reply):
                     if not reply.done():
                         reply.set_result((self.state.text, self.state.rev))
@@ -425,6 +493,8 @@ class DocumentActor:
                 case Stop():
                     self._delivery.flush()
                     self._close_all(CloseCode.GOING_AWAY, "server shutting down")
+                    if self._yjs is not None:
+                        self._yjs.room.close_all(CloseCode.GOING_AWAY, "server shutting down")
                     self._running = False
                 case Remote(node, remote):
                     await self._remote(node, remote)
@@ -434,19 +504,40 @@ class DocumentActor:
                     pass
         if pending:
             await self._sequence(pending)
+        if updates:
+            await self._sequence_yjs(updates)
         return True
 
     # -- ops --------------------------------------------------------------------------------
 
-    async def _sequence(self, submits: list[Submit]) -> None:
+    async def _sequence(
+        self,
+        submits: list[Submit],
+        sequencer: Sequencer | None = None,
+        extra_rows: ExtraRows | None = None,
+    ) -> Sequenced:
+        """Sequences, commits and delivers ``submits``. With Yjs hosted and no ``extra_rows``,
+        the Yjs update of each staged batch is committed with it and relayed once durable."""
         assert self._sequencer is not None and self._snapshots is not None
-        result = await self._sequencer.sequence([s.submission for s in submits])
+        rows: ExtraRows | RowsFor | None = extra_rows
+        host = self._yjs
+        bridged = host is not None and extra_rows is None
+        if bridged:
+            assert host is not None
+
+            async def rows_for(batch: Batch) -> ExtraRows:
+                assert host is not None
+                return await host.rows_for(batch, self.state)
+
+            rows = rows_for
+        sequencer = sequencer or self._sequencer
+        result = await sequencer.sequence([s.submission for s in submits], rows)
         if result.caught_up:
             self._took_in(result.caught_up)
             self._delivery.foreign(result.caught_up)
         if result.failure is not None:
             self._fail(submits, result.failure)
-            return
+            return result
         batch = result.batch
         assert batch is not None
         now = time.perf_counter()
@@ -464,6 +555,9 @@ class DocumentActor:
             self._snapshots.committed(batch.rev, batch.text)
             self._pubsub.publish(self.doc_id, Committed(tuple(batch.ops)))
             self._took_in(batch.ops)
+        if bridged and host is not None:
+            host.committed(batch.rev)
+        return result
 
     def _took_in(self, ops: Sequence[StoredOp]) -> None:
         for listener in self._on_commit:
@@ -492,6 +586,8 @@ class DocumentActor:
         await self._snapshots.stop()
         deleted = await self._store.delete_document(self.doc_id)
         self._close_all(CloseCode.DELETED, "document deleted")
+        if self._yjs is not None:
+            self._yjs.room.close_all(CloseCode.DELETED, "document deleted")
         self._running = False
         if not reply.done():
             reply.set_result(deleted)
@@ -519,12 +615,14 @@ class DocumentActor:
                 peer.client_id,
                 (peer.user_id, peer.name),
                 getattr(peer, "access", "write"),
-                self._roster.entries(state),
+                self._roster.entries(state) + self._yjs_entries(),
                 missed,
             )
         )
         self._send_all(protocol.join_frame(peer.client_id, peer.user_id, peer.name))
         self._roster.add(peer)
+        if self._yjs is not None:
+            self._yjs.room.show_ot_client(peer.client_id, peer.name)
         self._pubsub.publish(
             self.doc_id, PeerSeen("join", peer.client_id, peer.user_id, peer.name, None, None)
         )
@@ -544,6 +642,8 @@ class DocumentActor:
             return
         self._send_all(protocol.leave_frame(peer.client_id, peer.user_id, peer.name))
         self._pubsub.publish(self.doc_id, PeerLeft(peer.client_id, peer.user_id, peer.name))
+        if self._yjs is not None:
+            self._yjs.room.hide_ot_client(peer.client_id)
 
     def _presence(self, peer: Peer, cursor: CursorDict | None, rev: int) -> None:
         if peer not in self._roster:
@@ -577,6 +677,7 @@ class DocumentActor:
                 state.apply_committed(fresh)
                 self._took_in(fresh)
                 self._delivery.foreign(fresh)
+                await self._yjs_catch_up()
             case PeerSeen(kind, client, user, name, cursor, rev):
                 new = self._roster.remote_seen(message, node)
                 if kind == "join" or new:
@@ -591,6 +692,8 @@ class DocumentActor:
             case PeerLeft(client, user, name):
                 if self._roster.remote_left(client) is not None:
                     self._send_all(protocol.leave_frame(client, user, name))
+            case YjsUpdates(updates):
+                await self._yjs_remote(updates)
 
     async def _resync(self) -> None:
         """Catches up with ops committed by other processes, from the database."""
@@ -606,6 +709,135 @@ class DocumentActor:
             state.apply_committed(missed)
             self._took_in(missed)
             self._delivery.foreign(missed)
+            await self._yjs_catch_up()
+
+    # -- Yjs ----------------------------------------------------------------------------------
+
+    async def _yjs_message(self, message: YjsMessage) -> None:
+        peer = message.peer
+        if message.kind == "join":
+            await self._yjs_join(peer, message.payload)
+            return
+        host = self._yjs
+        if host is None:
+            return
+        try:
+            match message.kind:
+                case "leave":
+                    if peer in host.room.peers:
+                        self._send_all(protocol.leave_frame(peer.src, peer.user_id, peer.name))
+                    host.room.leave(peer)
+                case "step1":
+                    await host.fresh(self.state)
+                    host.room.answer_step1(peer, message.payload)
+                case "awareness":
+                    host.room.update_awareness(peer, message.payload)
+                case "query":
+                    host.room.query_awareness(peer)
+        except DecodeError as error:
+            peer.close(CloseCode.BAD_MESSAGE, error.message[:120])
+        except Exception:
+            log.exception("a Yjs %s failed for %s", message.kind, self.doc_id)
+            peer.close(CloseCode.INTERNAL, "internal error")
+
+    async def _yjs_join(self, peer: YjsConnection, state_vector: bytes) -> None:
+        if peer.closing:
+            return
+        host = self._yjs
+        if host is None:
+            assert self._yjs_services is not None, "Yjs is not configured"
+            try:
+                host = await YjsHost.open(self.doc_id, self.state, self._yjs_services, seed=True)
+            except Exception:
+                log.exception("loading the Yjs state of %s failed", self.doc_id)
+                peer.close(CloseCode.INTERNAL, "the Yjs state could not be loaded")
+                return
+            assert host is not None
+            self._yjs = host
+            # Other processes with this document loaded bridge its ops from now on too.
+            self._pubsub.publish(self.doc_id, YjsUpdates(()))
+            for other in self._roster:
+                host.room.show_ot_client(other.client_id, other.name)
+        try:
+            await host.fresh(self.state)
+            host.room.join(peer, state_vector)
+        except DecodeError as error:
+            peer.close(CloseCode.BAD_MESSAGE, error.message[:120])
+            return
+        except Exception:
+            log.exception("a Yjs join failed for %s", self.doc_id)
+            peer.close(CloseCode.INTERNAL, "internal error")
+            return
+        # OT clients list the Yjs editor as a peer (its cursor stays in Yjs awareness).
+        self._send_all(protocol.join_frame(peer.src, peer.user_id, peer.name))
+
+    def _yjs_entries(self) -> list[dict[str, Any]]:
+        """The Yjs editors, as peers of an OT client's ``init``."""
+        if self._yjs is None:
+            return []
+        return [protocol.peer_entry(p.src, p.user_id, p.name, None) for p in self._yjs.room.peers]
+
+    async def _yjs_remote(self, updates: tuple[bytes, ...]) -> None:
+        try:
+            if self._yjs is None:
+                if self._yjs_services is not None:
+                    # The document got Yjs state elsewhere: load it (these updates included).
+                    self._yjs = await YjsHost.open(
+                        self.doc_id, self.state, self._yjs_services, seed=False
+                    )
+                return
+            await self._yjs.remote(updates, self.state)
+        except Exception:
+            log.exception("Yjs updates from another process failed for %s", self.doc_id)
+
+    async def _yjs_catch_up(self) -> None:
+        if self._yjs is not None:
+            try:
+                await self._yjs.fresh(self.state)
+            except Exception:
+                log.exception("Yjs catch-up failed for %s", self.doc_id)
+
+    async def _sequence_yjs(self, items: list[tuple[YjsConnection, bytes]]) -> None:
+        """Yjs clients' updates: applied to the Doc; those that change the text become ops at
+        the head revision, committed with their updates; the rest are stored on their own.
+        All of it is relayed only once durable. A race lost to another process rebuilds the
+        Doc from the database and makes the ops again from the same updates."""
+        host = self._yjs
+        if host is None or self._yjs_sequencer is None:
+            return
+        for _ in range(self._config.max_commit_retries + 1):
+            try:
+                prepared = await host.prepare(items, self.state)
+                await host.store_plain(prepared, self.state.rev)
+                if prepared.plain:
+                    self._pubsub.publish(self.doc_id, YjsUpdates(tuple(prepared.plain)))
+            except Exception:
+                log.exception("storing Yjs updates failed for %s", self.doc_id)
+                self._close_yjs_peers(items, CloseCode.INTERNAL, "the document could not be stored")
+                return
+            if not prepared.submissions:
+                host.prepared_committed(prepared, self.state.rev)
+                return
+            submits = [Submit(s, None, None) for s in prepared.submissions]
+            result = await self._sequence(
+                submits, self._yjs_sequencer, prepared.extra_rows(self.doc_id)
+            )
+            if result.batch is not None:
+                host.prepared_committed(prepared, result.batch.rev)
+                return
+            if not result.caught_up:  # not a lost race: the database failed
+                assert result.failure is not None
+                self._close_yjs_peers(items, result.failure.close_code, result.failure.reason)
+                return
+        self._close_yjs_peers(items, CloseCode.TRY_AGAIN, "too many lost commit races")
+
+    @staticmethod
+    def _close_yjs_peers(
+        items: list[tuple[YjsConnection, bytes]], code: CloseCode, reason: str
+    ) -> None:
+        # 1011 and 1013 are not 44xx: the providers reconnect and upload what they hold again.
+        for peer, _ in items:
+            peer.close(code, reason)
 
     # -- unloading --------------------------------------------------------------------------
 
@@ -620,6 +852,8 @@ class DocumentActor:
                     peer.close(CloseCode.GOING_AWAY, "document unloaded")
                     if not done.done():
                         done.set_exception(DocumentGone(self.doc_id))
+                case YjsMessage(kind="join", peer=peer):
+                    peer.close(CloseCode.GOING_AWAY, "document unloaded")
                 case Read(reply) | Delete(reply):
                     if not reply.done():
                         reply.set_exception(DocumentGone(self.doc_id))

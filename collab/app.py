@@ -26,6 +26,8 @@ from collab.errors import CollabError
 from collab.routers import dev, documents, misc
 from collab.services import Services, build_services, start_services
 from collab.settings import Settings
+from collab.yjs import routes as yjs_routes
+from collab.yjs.endpoint import serve_yjs_socket
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,7 @@ async def validation_failed(request: Request, error: Exception) -> Response:
 
 
 _DOCUMENT_SOCKET = re.compile(r"/ws/documents/([^/]+)")
+_YJS_SOCKET = re.compile(r"/ws/yjs/([^/]+)")
 
 
 def _route_path(scope: Scope) -> str:
@@ -209,9 +212,14 @@ class CollabApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            match = _DOCUMENT_SOCKET.fullmatch(_route_path(scope))
+            path = _route_path(scope)
+            match = _DOCUMENT_SOCKET.fullmatch(path)
             if match is not None:
                 await serve_socket(scope, receive, send, match[1], self.state.services)
+                return
+            match = _YJS_SOCKET.fullmatch(path)
+            if match is not None:
+                await serve_yjs_socket(scope, receive, send, match[1], self.state.services)
                 return
         await super().__call__(scope, receive, send)
 
@@ -246,6 +254,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.include_router(documents.router)
     app.include_router(misc.router)
+    app.include_router(yjs_routes.router)
     if settings.dev:
         app.include_router(dev.router)
     app.mount(

@@ -57,7 +57,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str, **where: ob
     return uvicorn.Config(
         app,
         http=guarded_http_protocol(settings.handshake_timeout_seconds),
-        ws_max_size=settings.max_message_bytes,
+        ws_max_size=settings.ws_max_frame_bytes(),
         ws_per_message_deflate=False,  # memory per connection, and compression side channels
         ws=ws_protocol(settings.ws_backend),
         log_level=log_level,

@@ -13,14 +13,23 @@ from collab.metrics import Metrics
 from collab.pubsub.base import PubSub
 from collab.pubsub.messages import Message
 from collab.storage.base import Store
+from collab.yjs.host import YjsServices
 
 # A document this large gives its memory back to the OS when it unloads (collab.allocator).
 LARGE_DOCUMENT = 1 << 20
 
 
 class Registry:
-    def __init__(self, store: Store, config: ActorConfig, metrics: Metrics, pubsub: PubSub) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: ActorConfig,
+        metrics: Metrics,
+        pubsub: PubSub,
+        yjs: YjsServices | None = None,
+    ) -> None:
         self._store = store
+        self._yjs = yjs
         self._config = config
         self._metrics = metrics
         self.pubsub = pubsub
@@ -65,6 +74,7 @@ class Registry:
                     self.pubsub,
                     self._exited,
                     self.commit_listeners,
+                    self._yjs,
                 )
                 self._actors[doc_id] = actor
                 actor.start().add_done_callback(functools.partial(self._on_task_done, actor))

@@ -12,7 +12,7 @@ a row it gives up with a clear reason, as ShareDB does with ``maxSubmitRetries``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +22,10 @@ from collab.storage.base import ExtraRows, Store
 from collab.types import StoredOp, utcnow
 
 log = logging.getLogger(__name__)
+
+# Rows of other tables made from a staged batch (a Yjs update for its ops, say): asked again
+# for every attempt, since a lost race restages the batch.
+RowsFor = Callable[[Batch], Awaitable[ExtraRows]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +68,10 @@ class Sequencer:
         self._clock = clock
 
     async def sequence(
-        self, submissions: Sequence[Submission], extra_rows: ExtraRows | None = None
+        self, submissions: Sequence[Submission], extra_rows: ExtraRows | RowsFor | None = None
     ) -> Sequenced:
-        """Commits ``submissions`` as one batch (with ``extra_rows`` in the same transaction)."""
+        """Commits ``submissions`` as one batch (with ``extra_rows``, or the rows it makes of
+        the staged batch, in the same transaction)."""
         state = self.state
         await self._look_up_resends(submissions)
         result = Sequenced(None)
@@ -77,7 +82,8 @@ class Sequencer:
             older = await self._older_ops(submissions)
             batch = state.stage(submissions, self._clock(), older)
             try:
-                won = await self._store.commit(self.doc_id, batch.base_rev, batch.ops, extra_rows)
+                rows = await extra_rows(batch) if callable(extra_rows) else extra_rows
+                won = await self._store.commit(self.doc_id, batch.base_rev, batch.ops, rows)
             except Exception:
                 log.exception("commit failed for %s", self.doc_id)
                 result.failure = Failure("the document could not be stored", CloseCode.INTERNAL)

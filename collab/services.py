@@ -18,6 +18,8 @@ from collab.registry import Registry
 from collab.settings import Settings
 from collab.storage import SqlStore, Store, create_committer
 from collab.tickets import MemoryTicketStore, TicketStore
+from collab.yjs.host import YjsConfig, YjsServices
+from collab.yjs.store import YjsStore
 
 
 @dataclass
@@ -56,6 +58,17 @@ def actor_config(settings: Settings) -> ActorConfig:
     )
 
 
+def yjs_services(settings: Settings, sessions: SessionFactory) -> YjsServices:
+    config = YjsConfig(
+        text_root=settings.yjs_text,
+        max_document_bytes=settings.yjs_max_document_bytes,
+        max_awareness_bytes=settings.yjs_max_awareness_bytes,
+        max_awareness_clients=settings.yjs_max_awareness_clients,
+        compact_every=settings.yjs_compact_every,
+    )
+    return YjsServices(YjsStore(sessions), config)
+
+
 def build_services(settings: Settings) -> Services:
     """The engines, the store and its committer, pub/sub and the registry, for one process.
 
@@ -75,7 +88,9 @@ def build_services(settings: Settings) -> Services:
     else:
         pubsub = LocalPubSub()
     metrics = Metrics()
-    registry = Registry(store, actor_config(settings), metrics, pubsub)
+    registry = Registry(
+        store, actor_config(settings), metrics, pubsub, yjs_services(settings, sessions)
+    )
     return Services(
         settings=settings,
         engine=engine,

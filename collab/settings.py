@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     ws_backend: Literal["websockets-sansio", "websockets", "wsproto"] = "websockets-sansio"
     handshake_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # The Yjs endpoint (docs/yjs.md).
+    yjs_text: str = Field(default="content", min_length=1)
+    yjs_max_message_bytes: int = Field(default=16_777_216, gt=0)
+    yjs_max_document_bytes: int = Field(default=67_108_864, gt=0)
+    yjs_max_awareness_bytes: int = Field(default=32_768, gt=0)
+    yjs_max_awareness_clients: int = Field(default=8, gt=0)
+    yjs_messages_per_second: float = Field(default=1000.0, gt=0)
+    yjs_messages_burst: float = Field(default=2000.0, gt=0)
+    yjs_keepalive_seconds: float = Field(default=15.0, gt=0)
+    yjs_compact_every: int = Field(default=500, gt=0)
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _known_synchronous(cls, value: str) -> str:
@@ -52,6 +63,12 @@ class Settings(BaseSettings):
         if upper not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         return upper
+
+    def ws_max_frame_bytes(self) -> int:
+        """The transport's frame limit: past the largest message either socket takes, so that
+        the sockets answer an oversized message with their own close code (the Yjs one a
+        provider does not retry) rather than the transport's 1009; twice that is cut at once."""
+        return 2 * max(self.max_message_bytes, self.yjs_max_message_bytes)
 
     def origin_allowlist(self) -> frozenset[str] | None:
         """The allowed browser origins; ``None`` means any origin (``*``)."""

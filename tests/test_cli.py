@@ -113,6 +113,7 @@ def test_migrate_creates_the_tables(tmp_path: Path) -> None:
     result = _run(tmp_path, "migrate")
     assert result.returncode == 0, result.stderr
     assert _tables(tmp_path / "x.db") == {"documents", "operations", "snapshots",
+                                          "yjs_documents", "yjs_updates", "yjs_snapshots",
                                           "alembic_version"}
     down = _run(tmp_path, "migrate", "base", "--downgrade")
     assert down.returncode == 0, down.stderr

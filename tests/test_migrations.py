@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+import collab.yjs.models  # noqa: F401  (puts the Yjs tables on Base.metadata)
 from collab.db import create_engine
 from collab.models import Base
 from tests.support import (
@@ -26,7 +27,14 @@ from tests.support import (
     services_required,
 )
 
-TABLES = {"documents", "operations", "snapshots"}
+TABLES = {
+    "documents",
+    "operations",
+    "snapshots",
+    "yjs_documents",
+    "yjs_updates",
+    "yjs_snapshots",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

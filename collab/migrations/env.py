@@ -13,6 +13,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import collab.yjs.models  # noqa: F401  (puts the Yjs tables on Base.metadata)
 from collab.db import create_engine, is_sqlite
 from collab.models import Base
 from collab.settings import Settings

@@ -7,6 +7,7 @@ actor that sees a gap reads the database, so a lost message costs latency, never
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -47,7 +48,15 @@ class Who:
     """A process that just loaded the document asks who is connected elsewhere."""
 
 
-Message = Committed | PeerSeen | PeerLeft | Who
+@dataclass(frozen=True, slots=True)
+class YjsUpdates:
+    """Yjs updates another process committed that go with no op (other roots, formatting, a
+    seed). Those that go with ops are read from the database with the ops' batch."""
+
+    updates: tuple[bytes, ...]
+
+
+Message = Committed | PeerSeen | PeerLeft | Who | YjsUpdates
 
 
 def _wire_op(stored: StoredOp) -> dict[str, Any]:
@@ -90,6 +99,9 @@ def to_wire(message: Message, node: str) -> dict[str, Any]:
             return {"kind": "leave", "node": node, "client": client, "user": user, "name": name}
         case Who():
             return {"kind": "who", "node": node}
+        case YjsUpdates(updates):
+            encoded = [base64.b64encode(u).decode() for u in updates]
+            return {"kind": "yjs", "node": node, "updates": encoded}
 
 
 def from_wire(raw: dict[str, Any]) -> Message | None:
@@ -106,6 +118,8 @@ def from_wire(raw: dict[str, Any]) -> Message | None:
             return PeerLeft(raw["client"], raw["user"], raw["name"])
         if kind == "who":
             return Who()
+        if kind == "yjs":
+            return YjsUpdates(tuple(base64.b64decode(u, validate=True) for u in raw["updates"]))
     except (KeyError, TypeError, ValueError):
         return None
     return None

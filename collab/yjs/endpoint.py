@@ -1,0 +1,121 @@
+"""``/ws/yjs/{doc_id}``: the handshake of a Yjs socket, then its connection on the document's actor.
+
+Credentials, Origin and document ids are checked as on the OT socket (collab.connection), but a
+refusal is an accepted socket closed at once with 4401 / 4403 / 4404: y-websocket's provider
+retries a refused upgrade forever and stops only on 4400-4499. Either way no room, actor or
+database work is spent on a refused socket (a reader's missing document costs one lookup, as
+on the OT socket). A token that expires during the session closes it with 4401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import Receive, Scope, Send
+
+from collab.actor import DocumentNotFound
+from collab.auth import AuthError
+from collab.connection import _principal, deny, origin_allowed
+from collab.deps import DOC_ID_RE
+from collab.errors import CloseCode
+from collab.services import Services
+from collab.types import utcnow
+from collab.yjs.connection import YjsConnection, YjsLimits
+
+
+async def refuse(receive: Receive, send: Send, code: CloseCode, reason: str) -> None:
+    """Accepts the socket and closes it with ``code`` (what makes the provider stop)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+    await send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
+
+
+def limits(services: Services) -> YjsLimits:
+    settings = services.settings
+    return YjsLimits(
+        max_message_bytes=settings.yjs_max_message_bytes,
+        send_queue_limit=settings.send_queue_limit,
+        messages_per_second=settings.yjs_messages_per_second,
+        messages_burst=settings.yjs_messages_burst,
+        keepalive_seconds=settings.yjs_keepalive_seconds,
+    )
+
+
+async def serve_yjs_socket(
+    scope: Scope, receive: Receive, send: Send, doc_id: str, services: Services
+) -> None:
+    """The ASGI application of ``/ws/yjs/{doc_id}``."""
+    if services.draining:
+        # Not a 44xx: the provider should come back once the server (or another) is up.
+        await deny(scope, receive, send, 503, "the server is shutting down")
+        return
+    if not DOC_ID_RE.match(doc_id):
+        await refuse(receive, send, CloseCode.DELETED, "invalid document id")
+        return
+    headers = Headers(scope=scope)
+    if not origin_allowed(scope, headers, services):
+        await refuse(receive, send, CloseCode.FORBIDDEN, "origin not allowed")
+        return
+    try:
+        principal = await _principal(headers, QueryParams(scope["query_string"]), doc_id, services)
+    except AuthError as error:
+        await refuse(receive, send, CloseCode.UNAUTHENTICATED, str(error))
+        return
+    del headers
+    access = principal.access(doc_id)
+    if access is None:
+        await refuse(receive, send, CloseCode.FORBIDDEN, f"this token may not open {doc_id!r}")
+        return
+    if (
+        access != "write"
+        and services.registry.loaded(doc_id) is None
+        and await services.store.get_document(doc_id) is None
+    ):
+        await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
+        return
+
+    lease = services.registry.lease(doc_id)
+    try:
+        actor = await lease.__aenter__()
+    except DocumentNotFound:
+        if access != "write":
+            await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
+            return
+        await services.store.create_document(doc_id, "", "", utcnow())
+        for attempt in range(3):
+            lease = services.registry.lease(doc_id)
+            try:
+                actor = await lease.__aenter__()
+                break
+            except DocumentNotFound:
+                if attempt == 2:
+                    raise
+    try:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        connection = YjsConnection(
+            receive,
+            send,
+            user_id=principal.sub,
+            name=principal.name,
+            writable=access == "write",
+            limits=limits(services),
+        )
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, principal.expires_at - time.time()),
+            connection.close,
+            CloseCode.UNAUTHENTICATED,
+            "token expired",
+        )
+        try:
+            await connection.run(actor)
+        finally:
+            expiry.cancel()
+    finally:
+        await lease.__aexit__(None, None, None)
