@@ -18,8 +18,8 @@ from starlette.types import Receive, Scope, Send
 from collab.actor import DocumentNotFound
 from collab.auth import AuthError
 from collab.connection import _principal, deny, origin_allowed
-from collab.deps import DOC_ID_RE
 from collab.errors import CloseCode
+from collab.protocol import is_doc_id
 from collab.services import Services
 from collab.types import utcnow
 from collab.yjs.connection import YjsConnection, YjsLimits
@@ -53,7 +53,7 @@ async def serve_yjs_socket(
         # Not a 44xx: the provider should come back once the server (or another) is up.
         await deny(scope, receive, send, 503, "the server is shutting down")
         return
-    if not DOC_ID_RE.match(doc_id):
+    if not is_doc_id(doc_id):
         await refuse(receive, send, CloseCode.DELETED, "invalid document id")
         return
     headers = Headers(scope=scope)
