@@ -9,8 +9,10 @@ Scenarios: ``hot`` (2/20/50 closed-loop clients on one document), ``crowd`` (hun
 typists on one document), ``many`` (many documents with two typists each), ``connections``
 (memory per idle connection), ``history`` (``GET …/content?rev=R`` on a 100,000-op document),
 ``yjs`` (y-websocket providers typing on one document: updates/s, integration latency, server
-CPU per update; Node and the npm packages pinned in tests/yjs_node), and ``commit`` (the
-durable-commit bound of SQLite on this disk). Each collab scenario starts a
+CPU per update; Node and the npm packages pinned in tests/yjs_node), ``commit`` (the
+durable-commit bound of SQLite on this disk), and ``abuse`` (issue 17's attacks on a server with
+its default limits, beside a typist and a ``/healthz`` poller whose latency they must not
+disturb). Each collab scenario starts a
 fresh ``collab serve`` on a temporary SQLite database; the load comes from ``driver.py``
 processes. Everything talks to 127.0.0.1 only, and every phase has a time limit.
 
@@ -875,7 +877,7 @@ class Bench:
             create_documents(server, ["calm", "flood", "sockets"], "")
             cpu_before = server.cpu()
             began = time.monotonic()
-            result = run_abuse(server.port, self.sizes.abuse_duration)
+            result = run_abuse(server.port, self.sizes.abuse_duration, self.args.attacks)
             wall = time.monotonic() - began
             result["server_cpu"] = (server.cpu() - cpu_before) / wall
             result["revisions"] = n
@@ -1056,6 +1058,7 @@ REST_FLOOD_REQUESTS = 20_000
 REST_FLOOD_CONNECTIONS = 4
 ATTACK_SOCKETS = 300
 HEALTHZ_EVERY = 0.05
+ATTACKS = ("stale", "pipeline", "rest", "sockets")
 ANSWER_GRACE = 5.0  # seconds an attacker waits after the time limit for answers owed
 TYPIST_RATE = 5.0
 
@@ -1107,7 +1110,7 @@ def tally(counts: dict[str, int], frame: dict[str, Any]) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
-def run_abuse(port: int, duration: float) -> dict[str, Any]:
+def run_abuse(port: int, duration: float, attacks: Sequence[str] = ATTACKS) -> dict[str, Any]:
     """The measurements in one process, the attacks in another, so that the attackers' own
     work cannot delay the typist and the ``/healthz`` poller on the client side."""
     import multiprocessing
@@ -1115,21 +1118,27 @@ def run_abuse(port: int, duration: float) -> dict[str, Any]:
 
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
         # The same measurements without attacks first: the machine's own noise.
-        baseline = pool.submit(abuse_part, port, "measure", time.monotonic() + 0.5 + duration / 2)
+        start = time.monotonic() + 0.5
+        baseline = pool.submit(abuse_part, port, "measure", start, start + duration / 2, ())
         calm = baseline.result(timeout=duration + 60)
-        end = time.monotonic() + 1.0 + duration  # CLOCK_MONOTONIC: the same in every process
-        parts = [pool.submit(abuse_part, port, part, end) for part in ("measure", "attack")]
+        start = time.monotonic() + 1.0  # CLOCK_MONOTONIC: the same in every process
+        parts = [pool.submit(abuse_part, port, part, start, start + duration, attacks)
+                 for part in ("measure", "attack")]
         measured, attacks = (future.result(timeout=duration + 120) for future in parts)
     return {"duration": duration, **measured, **attacks,
             "baseline": {"typist": calm["typist"], "healthz": calm["healthz"]},
             "problems": calm["problems"] | measured["problems"] | attacks["problems"]}
 
 
-def abuse_part(port: int, part: str, end: float) -> dict[str, Any]:
-    return asyncio.run(abuse_tasks(port, part, end))
+def abuse_part(
+    port: int, part: str, start: float, end: float, attacks: Sequence[str]
+) -> dict[str, Any]:
+    return asyncio.run(abuse_tasks(port, part, start, end, attacks))
 
 
-async def abuse_tasks(port: int, part: str, end: float) -> dict[str, Any]:
+async def abuse_tasks(
+    port: int, part: str, start: float, end: float, attacks: Sequence[str]
+) -> dict[str, Any]:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -1139,10 +1148,11 @@ async def abuse_tasks(port: int, part: str, end: float) -> dict[str, Any]:
     def url(doc: str, user: str) -> str:
         return f"ws://127.0.0.1:{port}/ws/documents/{doc}?token={token(user)}"
 
-    await asyncio.sleep(max(0.0, end - 10.0 - time.monotonic()))  # both parts start together
+    await asyncio.sleep(max(0.0, start - time.monotonic()))  # both parts start together
     typist_acks: list[float] = []
     health: list[float] = []
     health_failed = [0]
+    slow: list[tuple[float, float]] = []
     stale: dict[str, int] = {}
     pipelined: dict[str, int] = {}
     rest: dict[str, int] = {}
@@ -1180,6 +1190,8 @@ async def abuse_tasks(port: int, part: str, end: float) -> dict[str, Any]:
                 status = 0
             if status == 200:
                 health.append(time.monotonic() - tick)
+                if health[-1] > 0.1:  # when the slow answers came, for the JSON
+                    slow.append((round(tick - start, 2), round(health[-1] * 1000, 1)))
             else:
                 health_failed[0] += 1
             await asyncio.sleep(max(0.0, tick + HEALTHZ_EVERY - time.monotonic()))
@@ -1268,8 +1280,10 @@ async def abuse_tasks(port: int, part: str, end: float) -> dict[str, Any]:
         finally:
             await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
 
-    tasks = {"typist": typist, "healthz": healthz} if part == "measure" else {
-        "stale": stale_ops, "pipeline": pipeline, "rest": rest_flood, "sockets": many_sockets}
+    every = {"stale": stale_ops, "pipeline": pipeline, "rest": rest_flood,
+             "sockets": many_sockets}
+    tasks = ({"typist": typist, "healthz": healthz} if part == "measure"
+             else {name: every[name] for name in attacks})
     async with asyncio.timeout(max(0.0, end - time.monotonic()) + 60):
         outcomes = await asyncio.gather(*(task() for task in tasks.values()),
                                         return_exceptions=True)
@@ -1278,8 +1292,9 @@ async def abuse_tasks(port: int, part: str, end: float) -> dict[str, Any]:
     if part == "measure":
         return {"typist": latency_summary(typist_acks),
                 "healthz": latency_summary(health) | {"failed": health_failed[0]},
-                "problems": problems}
-    return {"stale": stale, "pipelined": pipelined, "rest": rest, "sockets": sockets,
+                "healthz_slow": slow, "problems": problems}
+    return {"attacks": list(attacks),
+            "stale": stale, "pipelined": pipelined, "rest": rest, "sockets": sockets,
             "problems": problems}
 
 
@@ -1807,6 +1822,9 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="many rooms: record the collab server's commit durations, GC "
                         "pauses and event-loop lag (benchmarks/trace/sitecustomize.py)")
+    parser.add_argument("--attacks", type=lambda v: tuple(v.split(",")), default=ATTACKS,
+                        metavar="A,B", help="the abuse scenario's attacks (default all: "
+                        "stale,pipeline,rest,sockets)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
