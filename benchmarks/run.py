@@ -9,8 +9,10 @@ Scenarios: ``hot`` (2/20/50 closed-loop clients on one document), ``crowd`` (hun
 typists on one document), ``many`` (many documents with two typists each), ``connections``
 (memory per idle connection), ``history`` (``GET …/content?rev=R`` on a 100,000-op document),
 ``yjs`` (y-websocket providers typing on one document: updates/s, integration latency, server
-CPU per update; Node and the npm packages pinned in tests/yjs_node), and ``commit`` (the
-durable-commit bound of SQLite on this disk). Each collab scenario starts a
+CPU per update; Node and the npm packages pinned in tests/yjs_node), ``commit`` (the
+durable-commit bound of SQLite on this disk), and ``abuse`` (issue 17's attacks on a server with
+its default limits, beside a typist and a ``/healthz`` poller whose latency they must not
+disturb). Each collab scenario starts a
 fresh ``collab serve`` on a temporary SQLite database; the load comes from ``driver.py``
 processes. Everything talks to 127.0.0.1 only, and every phase has a time limit.
 
@@ -61,7 +63,9 @@ SECRET = "bench-secret-for-this-run-only-0123456789abcdef"
 SHAREDB_DIR = BENCH / "sharedb"
 RESULTS_DIR = BENCH / "results"
 IMG_DIR = ROOT / "docs" / "img"
-SCENARIOS = ("commit", "hot", "crowd", "many", "cluster", "connections", "history", "yjs")
+SCENARIOS = (
+    "commit", "hot", "crowd", "many", "cluster", "connections", "history", "yjs", "abuse",
+)
 # The cluster scenario needs these (the machines' PostgreSQL and Redis by default).
 BENCH_POSTGRES_URL = os.environ.get(
     "COLLAB_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -108,6 +112,8 @@ class Sizes:
     commit_loops: int
     yjs_clients: int = 10
     yjs_rate: float = 10.0
+    abuse_revisions: int = 10_000
+    abuse_duration: float = 10.0
 
 
 QUICK = Sizes(
@@ -117,7 +123,7 @@ QUICK = Sizes(
 FULL = Sizes(
     hot_clients=(2, 20, 50), warmup=2.0, duration=15.0, crowd_clients=400, rate=5.0,
     many_docs=500, connections=2000, history_ops=100_000, history_requests=2000,
-    commit_loops=5000, yjs_clients=30,
+    commit_loops=5000, yjs_clients=30, abuse_revisions=20_000, abuse_duration=30.0,
 )
 
 
@@ -541,12 +547,12 @@ class Bench:
             "load_average_before": os.getloadavg(),
         }
 
-    def collab_server(self, name: str) -> Server:
+    def collab_server(self, name: str, limits: dict[str, str] = UNTHROTTLED) -> Server:
         db = self.workdir / f"{name}.db"
         env = {
             "COLLAB_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
             "COLLAB_JWT_SECRET": SECRET,
-            **UNTHROTTLED,
+            **limits,
             **self.extra_env,
         }
         env = self.traced(env, name)
@@ -857,6 +863,29 @@ class Bench:
         log(f"  p50 {self.results['history']['p50_ms']:.2f} ms, "
             f"p99 {self.results['history']['p99_ms']:.2f} ms")
 
+    def abuse(self) -> None:
+        """The attacks of issue 17 beside a normal typist, on a server with its default limits:
+        stale ops at revision 0 on a long document, ops pipelined on one socket, a REST op flood
+        from one token and many sockets under one token; the typist's ack latency and
+        ``/healthz`` latency are what the protections must keep."""
+        n = self.sizes.abuse_revisions
+        server = self.collab_server("abuse", limits={})
+        db = Path(server.env["COLLAB_DATABASE_URL"].split("///", 1)[1])
+        log(f"abuse: writing a {n:,}-revision document")
+        build_history(db, "long", n, int(server.env.get("COLLAB_SNAPSHOT_EVERY", "100")))
+        with server:
+            create_documents(server, ["calm", "flood", "sockets"], "")
+            cpu_before = server.cpu()
+            began = time.monotonic()
+            result = run_abuse(server.port, self.sizes.abuse_duration, self.args.attacks)
+            wall = time.monotonic() - began
+            result["server_cpu"] = (server.cpu() - cpu_before) / wall
+            result["revisions"] = n
+            result["peak_rss"] = server.stop()
+        self.results["abuse"] = result
+        log(f"  typist ack p99 {fmt(result['typist']['p99'])} ms, /healthz p99 "
+            f"{fmt(result['healthz']['p99'])} ms, max {fmt(result['healthz']['max'])} ms")
+
     def yjs(self) -> None:
         """N WebsocketProviders on one room, each typing ``yjs_rate`` updates a second."""
         if shutil.which("node") is None:
@@ -1018,6 +1047,255 @@ def median_run(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             for r in summaries
         ]
     return chosen
+
+
+# -- the abuse scenario ------------------------------------------------------------------------
+
+# Bounds on what each attack may send, whatever the time limit.
+STALE_RATE = 50.0
+PIPELINED_OPS = 10_000
+REST_FLOOD_REQUESTS = 20_000
+REST_FLOOD_CONNECTIONS = 4
+ATTACK_SOCKETS = 300
+HEALTHZ_EVERY = 0.05
+ATTACKS = ("stale", "pipeline", "rest", "sockets")
+ANSWER_GRACE = 5.0  # seconds an attacker waits after the time limit for answers owed
+TYPIST_RATE = 5.0
+
+
+def latency_summary(samples: list[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    ordered = sorted(samples)
+    return {"count": len(ordered), "p50": quantile(ordered, 50) * 1000,
+            "p99": quantile(ordered, 99) * 1000, "max": ordered[-1] * 1000}
+
+
+async def http_request(
+    port: int, method: str, path: str, token: str | None = None, body: bytes = b""
+) -> int:
+    """One HTTP/1.1 request on a fresh connection; returns the status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+                f"Content-Length: {len(body)}"]
+        if token:
+            head.append(f"Authorization: Bearer {token}")
+        if body:
+            head.append("Content-Type: application/json")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+def answered(counts: dict[str, int]) -> int:
+    return sum(v for k, v in counts.items() if k == "ack" or k.startswith("error"))
+
+
+def tally(counts: dict[str, int], frame: dict[str, Any]) -> None:
+    """Counts a server frame by type (and error code)."""
+    if frame.get("type") == "ops":
+        for item in frame["items"]:
+            tally(counts, item)
+        return
+    key = frame.get("type", "?")
+    if key == "error":
+        key = f"error {frame.get('code')}"
+    if key != "ack" and not key.startswith("error"):
+        return  # the other editors' ops, joins and leaves
+    counts[key] = counts.get(key, 0) + 1
+
+
+def run_abuse(port: int, duration: float, attacks: Sequence[str] = ATTACKS) -> dict[str, Any]:
+    """The measurements in one process, the attacks in another, so that the attackers' own
+    work cannot delay the typist and the ``/healthz`` poller on the client side."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        # The same measurements without attacks first: the machine's own noise.
+        start = time.monotonic() + 0.5
+        baseline = pool.submit(abuse_part, port, "measure", start, start + duration / 2, ())
+        calm = baseline.result(timeout=duration + 60)
+        start = time.monotonic() + 1.0  # CLOCK_MONOTONIC: the same in every process
+        parts = [pool.submit(abuse_part, port, part, start, start + duration, attacks)
+                 for part in ("measure", "attack")]
+        measured, attacks = (future.result(timeout=duration + 120) for future in parts)
+    return {"duration": duration, **measured, **attacks,
+            "baseline": {"typist": calm["typist"], "healthz": calm["healthz"]},
+            "problems": calm["problems"] | measured["problems"] | attacks["problems"]}
+
+
+def abuse_part(
+    port: int, part: str, start: float, end: float, attacks: Sequence[str]
+) -> dict[str, Any]:
+    return asyncio.run(abuse_tasks(port, part, start, end, attacks))
+
+
+async def abuse_tasks(
+    port: int, part: str, start: float, end: float, attacks: Sequence[str]
+) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    def token(user: str) -> str:
+        return mint_token(SECRET, user, name=user, ttl=3600)
+
+    def url(doc: str, user: str) -> str:
+        return f"ws://127.0.0.1:{port}/ws/documents/{doc}?token={token(user)}"
+
+    await asyncio.sleep(max(0.0, start - time.monotonic()))  # both parts start together
+    typist_acks: list[float] = []
+    health: list[float] = []
+    health_failed = [0]
+    slow: list[tuple[float, float]] = []
+    stale: dict[str, int] = {}
+    pipelined: dict[str, int] = {}
+    rest: dict[str, int] = {}
+    sockets: dict[str, int] = {}
+
+    async def typist() -> None:
+        async with connect(url("calm", "typist"), max_size=None) as ws:
+            init = orjson.loads(await ws.recv())
+            rev = init["rev"]
+            seq = 0
+            while time.monotonic() < end:
+                tick = time.monotonic()
+                seq += 1
+                await ws.send(orjson.dumps({"type": "op", "rev": rev, "op": ["x"],
+                                            "src": "typist", "seq": seq}).decode())
+                while True:  # one op in flight: wait for its ack
+                    remaining = end + 5 - time.monotonic()
+                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), max(0.1, remaining)))
+                    items = frame["items"] if frame.get("type") == "ops" else [frame]
+                    acked = [f for f in items if f.get("type") == "ack" and f.get("seq") == seq]
+                    if acked:
+                        rev = acked[0]["rev"]
+                        typist_acks.append(time.monotonic() - tick)
+                        break
+                    if any(f.get("type") == "error" for f in items):
+                        raise RuntimeError(f"typist refused: {frame}")
+                await asyncio.sleep(max(0.0, tick + 1 / TYPIST_RATE - time.monotonic()))
+
+    async def healthz() -> None:
+        while time.monotonic() < end:
+            tick = time.monotonic()
+            try:
+                status = await asyncio.wait_for(http_request(port, "GET", "/healthz"), 30)
+            except (OSError, TimeoutError):
+                status = 0
+            if status == 200:
+                health.append(time.monotonic() - tick)
+                if health[-1] > 0.1:  # when the slow answers came, for the JSON
+                    slow.append((round(tick - start, 2), round(health[-1] * 1000, 1)))
+            else:
+                health_failed[0] += 1
+            await asyncio.sleep(max(0.0, tick + HEALTHZ_EVERY - time.monotonic()))
+
+    caught_up = {"stale": asyncio.Event(), "pipeline": asyncio.Event()}
+
+    async def listen(ws: Any, counts: dict[str, int], name: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in ws:
+                tally(counts, orjson.loads(raw))
+                if answered(counts) >= counts.get("sent", 0):
+                    caught_up[name].set()
+
+    async def closed_by(ws: Any, counts: dict[str, int], name: str) -> None:
+        # Answers still owed: wait for them a little, then count the rest as unanswered.
+        if answered(counts) < counts.get("sent", 0):
+            caught_up[name].clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(caught_up[name].wait(), ANSWER_GRACE)
+        counts["unanswered"] = counts.get("sent", 0) - answered(counts)
+        if ws.close_code is not None and ws.close_code != 1000:
+            counts[f"close {ws.close_code}"] = counts.get(f"close {ws.close_code}", 0) + 1
+
+    async def stale_ops() -> None:
+        async with connect(url("long", "stale"), max_size=None) as ws:
+            await ws.recv()  # init
+            reader = asyncio.create_task(listen(ws, stale, "stale"))
+            seq = 0
+            with contextlib.suppress(ConnectionClosed):
+                while time.monotonic() < end:
+                    seq += 1
+                    await ws.send(orjson.dumps({"type": "op", "rev": 0, "op": ["s"],
+                                                "src": "stale", "seq": seq}).decode())
+                    stale["sent"] = seq
+                    await asyncio.sleep(1 / STALE_RATE)
+            await closed_by(ws, stale, "stale")
+            reader.cancel()
+
+    async def pipeline() -> None:
+        async with connect(url("long", "pipeline"), max_size=None) as ws:
+            init = orjson.loads(await ws.recv())
+            reader = asyncio.create_task(listen(ws, pipelined, "pipeline"))
+            with contextlib.suppress(ConnectionClosed):
+                for seq in range(1, PIPELINED_OPS + 1):
+                    await ws.send(orjson.dumps({"type": "op", "rev": init["rev"], "op": ["p"],
+                                                "src": "pipeline", "seq": seq}).decode())
+                    pipelined["sent"] = seq
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            await closed_by(ws, pipelined, "pipeline")
+            reader.cancel()
+
+    async def rest_flood() -> None:
+        body = orjson.dumps({"rev": 0, "op": ["r"]})
+        flood_token = token("rest")
+        budget = [REST_FLOOD_REQUESTS]
+
+        async def one_connection() -> None:
+            while time.monotonic() < end and budget[0] > 0:
+                budget[0] -= 1
+                try:
+                    status = await asyncio.wait_for(http_request(
+                        port, "POST", "/documents/flood/ops", flood_token, body), 30)
+                    key = f"HTTP {status}"
+                except (OSError, TimeoutError):
+                    key = "failed"
+                rest[key] = rest.get(key, 0) + 1
+
+        await asyncio.gather(*(one_connection() for _ in range(REST_FLOOD_CONNECTIONS)))
+
+    async def many_sockets() -> None:
+        held = []
+        try:
+            for _ in range(ATTACK_SOCKETS):
+                if time.monotonic() >= end:
+                    break
+                try:
+                    ws = await asyncio.wait_for(connect(url("sockets", "sockets")), 10)
+                    held.append(ws)
+                    key = "accepted"
+                except InvalidStatus as error:
+                    key = f"HTTP {error.response.status_code}"
+                except (OSError, TimeoutError):
+                    key = "failed"
+                sockets[key] = sockets.get(key, 0) + 1
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+        finally:
+            await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+
+    every = {"stale": stale_ops, "pipeline": pipeline, "rest": rest_flood,
+             "sockets": many_sockets}
+    tasks = ({"typist": typist, "healthz": healthz} if part == "measure"
+             else {name: every[name] for name in attacks})
+    async with asyncio.timeout(max(0.0, end - time.monotonic()) + 60):
+        outcomes = await asyncio.gather(*(task() for task in tasks.values()),
+                                        return_exceptions=True)
+    problems = {name: repr(o) for name, o in zip(tasks, outcomes, strict=True)
+                if isinstance(o, BaseException)}
+    if part == "measure":
+        return {"typist": latency_summary(typist_acks),
+                "healthz": latency_summary(health) | {"failed": health_failed[0]},
+                "healthz_slow": slow, "problems": problems}
+    return {"attacks": list(attacks),
+            "stale": stale, "pipelined": pipelined, "rest": rest, "sockets": sockets,
+            "problems": problems}
 
 
 def create_documents(server: Server, docs: list[str], content: str) -> None:
@@ -1291,6 +1569,42 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def abuse_rows(a: dict[str, Any]) -> list[str]:
+    """One row per measurement of the abuse scenario."""
+
+    def counts(c: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in sorted(c.items())) or "-"
+
+    t, h = a["typist"], a["healthz"]
+    bt, bh = a["baseline"]["typist"], a["baseline"]["healthz"]
+    rows = [
+        f"Abuse: default limits, a {a['revisions']:,}-revision document, {a['duration']:.0f} s "
+        f"of attacks; server CPU {a['server_cpu']:.0%} of a core, peak RSS "
+        f"{a['peak_rss'] / 2**20:.0f} MiB.",
+        "",
+        "| measurement | load | result |",
+        "| --- | --- | --- |",
+        f"| Typist ack latency | 5 ops/s on another document, one in flight "
+        f"| p50 {fmt(t['p50'])} ms, p99 {fmt(t['p99'])} ms ({t['count']} acks) |",
+        f"| `/healthz` latency | every {HEALTHZ_EVERY * 1000:.0f} ms "
+        f"| p50 {fmt(h['p50'])} ms, p99 {fmt(h['p99'])} ms, max {fmt(h['max'])} ms "
+        f"({h['count']} answers, {h['failed']} failed) |",
+        f"| Baseline, no attack | the same typist and poller alone for {a['duration'] / 2:.0f} s "
+        f"| typist p50 {fmt(bt['p50'])} ms, p99 {fmt(bt['p99'])} ms; `/healthz` p50 "
+        f"{fmt(bh['p50'])} ms, p99 {fmt(bh['p99'])} ms |",
+        f"| (a) stale ops | rev 0 on the long document, {STALE_RATE:.0f}/s "
+        f"| {counts(a['stale'])} |",
+        f"| (b) pipelined ops | {PIPELINED_OPS:,} on one socket at the head revision "
+        f"| {counts(a['pipelined'])} |",
+        f"| (c) REST op flood | one token, {REST_FLOOD_CONNECTIONS} connections "
+        f"| {counts(a['rest'])} |",
+        f"| (d) many sockets | up to {ATTACK_SOCKETS} with one token | {counts(a['sockets'])} |",
+    ]
+    if a["problems"]:
+        rows.append(f"| problems | | {a['problems']} |")
+    return [*rows, ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines: list[str] = []
     sizes = results["sizes"]
@@ -1468,6 +1782,9 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{y['server_cpu_ms_per_update']:.2f} ms server CPU per update"
                      f"{'' if y['converged'] else '; NOT CONVERGED'} "
                      f"| {y['peak_rss'] / 2**20:.0f} MiB |")
+    a = results.get("abuse")
+    if a:
+        lines += abuse_rows(a)
     if other:
         lines += ["| scenario | load | result | peak RSS |", "| --- | --- | --- | ---: |",
                   *other, ""]
@@ -1505,6 +1822,9 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="many rooms: record the collab server's commit durations, GC "
                         "pauses and event-loop lag (benchmarks/trace/sitecustomize.py)")
+    parser.add_argument("--attacks", type=lambda v: tuple(v.split(",")), default=ATTACKS,
+                        metavar="A,B", help="the abuse scenario's attacks (default all: "
+                        "stale,pipeline,rest,sockets)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
