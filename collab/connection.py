@@ -20,6 +20,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
@@ -428,26 +429,13 @@ async def serve_socket(
             await deny(scope, receive, send, 404, f"no document {doc_id!r}")
             return
 
-        lease = services.registry.lease(doc_id)
-        try:
-            actor = await lease.__aenter__()
-        except DocumentNotFound:
-            if access != "write":
-                await deny(scope, receive, send, 404, f"no document {doc_id!r}")
-                return
-            await services.store.create_document(doc_id, "", "", utcnow())
-            # A concurrent first joiner may have started an actor whose load ran before the row
-            # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
-            for attempt in range(3):
-                lease = services.registry.lease(doc_id)
-                try:
-                    actor = await lease.__aenter__()
-                    break
-                except DocumentNotFound:
-                    if attempt == 2:
-                        raise
+        leased = await lease_or_create(services, doc_id, access)
+        if leased is None:
+            await deny(scope, receive, send, 404, f"no document {doc_id!r}")
+            return
+        lease, actor = leased
         # The lease is left by hand rather than through `async with` or an AsyncExitStack: it is
-        # taken in two places above, and a stack would stay allocated for the whole connection.
+        # taken inside lease_or_create, and a stack would stay allocated for the whole connection.
         try:
             message = await receive()
             if message["type"] != "websocket.connect":
@@ -474,3 +462,28 @@ async def serve_socket(
     finally:
         limits.user_connections.release(principal.sub)
         limits.address_connections.release(address)
+
+
+async def lease_or_create(
+    services: Services, doc_id: str, access: Access
+) -> tuple[AbstractAsyncContextManager[DocumentActor], DocumentActor] | None:
+    """The document's entered lease and its actor, creating the document (empty) first when
+    it does not exist and the token may write it; None when it does not exist and may not be
+    created. The caller leaves the lease (``__aexit__``) when its socket ends."""
+    lease = services.registry.lease(doc_id)
+    try:
+        return lease, await lease.__aenter__()
+    except DocumentNotFound:
+        if access != "write":
+            return None
+    await services.store.create_document(doc_id, "", "", utcnow())
+    # A concurrent first joiner may have started an actor whose load ran before the row
+    # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
+    for attempt in range(3):
+        lease = services.registry.lease(doc_id)
+        try:
+            return lease, await lease.__aenter__()
+        except DocumentNotFound:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

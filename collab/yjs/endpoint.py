@@ -15,13 +15,11 @@ import time
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import Receive, Scope, Send
 
-from collab.actor import DocumentNotFound
 from collab.auth import AuthError
-from collab.connection import _principal, deny, origin_allowed
+from collab.connection import _principal, deny, lease_or_create, origin_allowed
 from collab.errors import CloseCode
 from collab.protocol import is_doc_id
 from collab.services import Services
-from collab.types import utcnow
 from collab.yjs.connection import YjsConnection, YjsLimits
 
 
@@ -78,22 +76,11 @@ async def serve_yjs_socket(
         await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
         return
 
-    lease = services.registry.lease(doc_id)
-    try:
-        actor = await lease.__aenter__()
-    except DocumentNotFound:
-        if access != "write":
-            await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
-            return
-        await services.store.create_document(doc_id, "", "", utcnow())
-        for attempt in range(3):
-            lease = services.registry.lease(doc_id)
-            try:
-                actor = await lease.__aenter__()
-                break
-            except DocumentNotFound:
-                if attempt == 2:
-                    raise
+    leased = await lease_or_create(services, doc_id, access)
+    if leased is None:
+        await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
+        return
+    lease, actor = leased
     try:
         message = await receive()
         if message["type"] != "websocket.connect":
