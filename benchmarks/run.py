@@ -85,6 +85,8 @@ UNTHROTTLED = {
     "COLLAB_INBOX_SIZE": "65536",
     "COLLAB_DOC_IDLE_SECONDS": "600",
 }
+# COLLAB_BENCH_PROFILE_GIL=1: py-spy samples only the thread holding the GIL (CPU, not waits).
+PROFILE_GIL = os.environ.get("COLLAB_BENCH_PROFILE_GIL") == "1"
 PROFILE_FORMATS = {".json": ["--format", "speedscope"], ".txt": ["--format", "raw"]}
 # The crowd document starts with this text, so its light typists can replace inside it (see
 # driver.LightClient); its length is the full clients' TARGET_LENGTH, so they replace too.
@@ -451,6 +453,8 @@ def run_load(
             spy = subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--pid", str(server.process.pid), "--output",
                  str(profile), "--duration", str(max(1, int(sizes.duration))), "--rate", "200",
+                 # Pausing the server 200 times a second to sample it slowed it several-fold.
+                 "--nonblocking", *(["--gil"] if PROFILE_GIL else []),
                  *PROFILE_FORMATS.get(profile.suffix, [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

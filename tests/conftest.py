@@ -12,7 +12,8 @@ import pytest
 
 from collab.db import create_engine, create_session_factory, create_writer_engine
 from collab.settings import Settings
-from collab.storage import MemoryStore, SqlStore, Store, create_committer
+from collab.storage import Committer, MemoryStore, SqlStore, Store, create_committer
+from collab.storage.sqlite import SqliteWriter
 from tests.support import (
     SECRET,
     ServerProcess,
@@ -105,22 +106,31 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite-row-by-row",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
 )
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Every ``Store`` implementation on a fresh database, built as the app builds it (SQLite
-    commits on the writer thread, PostgreSQL through group commit)."""
+    commits on the writer thread, PostgreSQL through group commit); "sqlite-row-by-row" is the
+    writer as it runs on a SQLite older than 3.33 (no ``UPDATE ... FROM``)."""
     if request.param == "memory":
         yield MemoryStore()
         return
     async with contextlib.AsyncExitStack() as stack:
-        if request.param == "sqlite":
+        if request.param.startswith("sqlite"):
             url = await asyncio.to_thread(_sqlite_database, tmp_path)
         else:
             url = await stack.enter_async_context(_postgres_test_database())
         engine = create_engine(url)
         writer_engine = create_writer_engine(url)
-        committer = create_committer(engine, writer_engine)
+        committer: Committer = create_committer(engine, writer_engine)
+        if request.param == "sqlite-row-by-row":
+            assert writer_engine is not None
+            committer = SqliteWriter(writer_engine, grouped=False)
         sql_store = SqlStore(create_session_factory(engine), committer)
         try:
             yield sql_store

@@ -206,14 +206,16 @@ async def test_concurrent_commits_of_many_documents(store: Store) -> None:
     assert [info.rev if info else None for info in infos] == [2, 1, 1, 1, 1]
 
 
-async def test_concurrent_commits_with_one_lost_race(store: Store) -> None:
-    """A group whose only failure is a moved document: the others commit in the group."""
+@pytest.mark.parametrize("late_minutes", [1, 5], ids=["same-time", "later"])
+async def test_concurrent_commits_with_one_lost_race(store: Store, late_minutes: int) -> None:
+    """A group whose only failure is a moved document: the others commit in the group. The
+    late batch's revision and time may equal what the document holds (same-time) or not."""
     for doc in ("p", "q", "r", "moved"):
         await store.create_document(doc, "", "", T0)
     assert await store.commit("moved", 0, [op_at(1, ["m"], src="x")])
     results = await asyncio.gather(
         store.commit("p", 0, [op_at(1, ["p1"]), op_at(2, [2, "p2"])]),
-        store.commit("moved", 0, [op_at(1, ["late"], src="y")]),
+        store.commit("moved", 0, [op_at(1, ["late"], src="y", minutes=late_minutes)]),
         store.commit("q", 0, [op_at(1, ["q1"])]),
         store.commit("r", 0, [op_at(1, ["r1"], minutes=9)]),
     )
@@ -331,8 +333,9 @@ async def test_large_and_unicode_text_round_trips(store: Store) -> None:
     assert stored.op == [len(big), "end 👋"]
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "row-by-row"])
 async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
-    sqlite_url: str,
+    sqlite_url: str, grouped: bool
 ) -> None:
     """SqliteWriter sends SQLAlchemy's compiled SQL and converted values to the driver's
     cursor itself: the rows must be the same bytes as through Connection.execute (a
@@ -341,7 +344,7 @@ async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
     sessions = create_session_factory(engine)
     writer_engine = create_writer_engine(sqlite_url)
     assert writer_engine is not None
-    writer = SqliteWriter(writer_engine)
+    writer = SqliteWriter(writer_engine, grouped=grouped)
     by_writer, by_engine = SqlStore(sessions, writer), SqlStore(sessions, EngineCommitter(engine))
     at = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
     try:
@@ -369,7 +372,10 @@ async def test_the_writer_thread_stores_exactly_what_the_engine_path_stores(
         await engine.dispose()
 
 
-async def test_the_writer_thread_carries_snapshots_in_its_groups(sqlite_url: str) -> None:
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "row-by-row"])
+async def test_the_writer_thread_carries_snapshots_in_its_groups(
+    sqlite_url: str, grouped: bool
+) -> None:
     """On SQLite a snapshot rides in the writer's next transaction (no second writer): written
     with the ops waiting beside it, in the session path's format, idempotent, skipped for a
     deleted document, and still written when a batch in its group breaks a constraint."""
@@ -377,7 +383,7 @@ async def test_the_writer_thread_carries_snapshots_in_its_groups(sqlite_url: str
     sessions = create_session_factory(engine)
     writer_engine = create_writer_engine(sqlite_url)
     assert writer_engine is not None
-    writer = SqliteWriter(writer_engine)
+    writer = SqliteWriter(writer_engine, grouped=grouped)
     store = SqlStore(sessions, writer)
     at = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
     try:

@@ -2,7 +2,14 @@
 
 aiosqlite hands each statement to its thread and back (about eight hand-offs per transaction,
 ~1 ms of CPU); here a whole group of batches, from any document, costs one hand-off and one
-fsync. docs/benchmarks.md has the measurements.
+fsync.
+
+A group is written in a fixed number of statements, whatever its size: the rows travel as one
+JSON array that SQLite unpacks with ``json_each``. The sqlite3 module lets go of the GIL around
+every step of a statement, and each time the writer wants it back while the event loop is busy
+it waits up to the interpreter's switch interval (5 ms): a group of 240 batches written row by
+row took 9 ms on its own and over a second beside a busy loop. docs/benchmarks.md has the
+measurements.
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
+import orjson
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +35,9 @@ from collab.storage.sql import ADVANCE, INSERT_OPS, Waiting, insert_into, settle
 # whole group back).
 INSERT_SNAPSHOT = insert_into("snapshots").prefix_with("OR IGNORE")
 SNAPSHOT_DOCUMENT_EXISTS = "SELECT 1 FROM documents WHERE id = ?"
+
+# UPDATE ... FROM: SQLite 3.33. An older library writes a group row by row.
+GROUPED_STATEMENTS = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 # (doc_id, rev, content, created_at) and who waits for it.
 WaitingSnapshots: TypeAlias = list[tuple[dict[str, Any], asyncio.Future[None]]]
@@ -46,7 +57,7 @@ class DriverStatement:
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
         names = tuple(compiled.positiontup or ())
-        self._names = names
+        self.names = names
         # dialect_impl: the dialect's own type (SQLite's DATETIME and its storage format).
         self._processors = tuple(
             compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
@@ -56,8 +67,62 @@ class DriverStatement:
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
             values[name] if process is None else process(values[name])
-            for name, process in zip(self._names, self._processors, strict=True)
+            for name, process in zip(self.names, self._processors, strict=True)
         )
+
+    def json_rows(self, rows: Iterable[dict[str, Any]]) -> str:
+        """``rows``' converted values as one JSON array of arrays, for :meth:`field`."""
+        return orjson.dumps([self.parameters(row) for row in rows]).decode()
+
+    def field(self, name: str, element: str = "value") -> str:
+        """The SQL reading parameter ``name`` out of one ``json_each`` element of
+        :meth:`json_rows`."""
+        return f"json_extract({element}, '$[{self.names.index(name)}]')"
+
+
+class GroupStatements:
+    """The writer's SQL for a whole group: each statement takes every row at once.
+
+    Written by hand around the compiled single-row statements (their parameter order and value
+    processors), so a row stored either way has the same bytes (tests/test_store.py checks).
+    """
+
+    def __init__(
+        self,
+        advance: DriverStatement,
+        insert_ops: DriverStatement,
+        insert_snapshot: DriverStatement,
+    ) -> None:
+        moved = advance.field
+        self.advance_sql = (
+            f"UPDATE documents SET rev = {moved('b_rev', 'g.value')}, "
+            f"updated_at = {moved('b_at', 'g.value')} FROM json_each(?) AS g "
+            f"WHERE documents.id = {moved('b_id', 'g.value')} "
+            f"AND documents.rev = {moved('b_base', 'g.value')}"
+        )
+        # Which batches moved their document, when not all did: one row, a JSON array of
+        # their indexes in the group.
+        self.advanced_sql = (
+            "SELECT json_group_array(g.key) FROM json_each(?) AS g JOIN documents "
+            f"ON documents.id = {moved('b_id', 'g.value')} "
+            f"AND documents.rev = {moved('b_rev', 'g.value')} "
+            f"AND documents.updated_at = {moved('b_at', 'g.value')}"
+        )
+        self.insert_ops_sql = self._insert_select("operations", insert_ops)
+        # The EXISTS check: a snapshot of a deleted document would fail its foreign key and
+        # roll the whole group back.
+        document = insert_snapshot.field("doc_id")
+        self.insert_snapshots_sql = (
+            self._insert_select("snapshots", insert_snapshot, "OR IGNORE")
+            + f" WHERE EXISTS (SELECT 1 FROM documents WHERE id = {document})"
+        )
+
+    @staticmethod
+    def _insert_select(table: str, statement: DriverStatement, prefix: str = "") -> str:
+        columns = statement.names
+        values = ", ".join(statement.field(name) for name in columns)
+        verb = f"INSERT {prefix} INTO" if prefix else "INSERT INTO"
+        return f"{verb} {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?)"
 
 
 class SqliteWriter:
@@ -69,13 +134,18 @@ class SqliteWriter:
     others commit; a constraint violation rolls the group back and each batch is retried alone.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, grouped: bool = GROUPED_STATEMENTS) -> None:
         self._engine = engine
         dialect = engine.dialect
         self._dialect = dialect
         self._advance = DriverStatement(ADVANCE, dialect)
         self._insert_ops = DriverStatement(INSERT_OPS, dialect)
         self._insert_snapshot = DriverStatement(INSERT_SNAPSHOT, dialect)
+        self._grouped = (
+            GroupStatements(self._advance, self._insert_ops, self._insert_snapshot)
+            if grouped
+            else None
+        )
         self._inserts: dict[str, DriverStatement] = {}  # extra rows' tables, compiled on use
         # A plain thread and a SimpleQueue: concurrent.futures' futures, locks and callback
         # chains cost more than the hand-off itself (profiled with 50 clients).
@@ -91,10 +161,19 @@ class SqliteWriter:
         self._idle: asyncio.Future[None] | None = None  # close() waits on it
 
     def statements(self, request: CommitRequest) -> list[tuple[str, tuple[Any, ...]]]:
-        """The SQL and driver parameters this writer runs for ``request``, in order (without
-        the transaction around them): what a benchmark replays to find the floor."""
-        runs = [(self._advance.sql, self._advance.parameters(request.advance_params()))]
-        runs += [(self._insert_ops.sql, self._insert_ops.parameters(r)) for r in request.op_rows()]
+        """The SQL and driver parameters this writer runs for ``request`` alone, in order
+        (without the transaction around them): what a benchmark replays to find the floor."""
+        grouped = self._grouped
+        if grouped is not None:
+            runs = [
+                (grouped.advance_sql, (self._advance.json_rows([request.advance_params()]),)),
+                (grouped.insert_ops_sql, (self._insert_ops.json_rows(request.op_rows()),)),
+            ]
+        else:
+            runs = [(self._advance.sql, self._advance.parameters(request.advance_params()))]
+            runs += [
+                (self._insert_ops.sql, self._insert_ops.parameters(r)) for r in request.op_rows()
+            ]
         for table, rows in request.extra_rows.items():
             statement = self._insert(table)
             runs += [(statement.sql, statement.parameters(dict(row))) for row in rows]
@@ -190,13 +269,20 @@ class SqliteWriter:
             # SQLAlchemy owns the transaction; the statements go to the driver's cursor.
             with conn.begin():
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                won = []
-                for request in group:
-                    cursor.execute(advance.sql, advance.parameters(request.advance_params()))
-                    won.append(cursor.rowcount == 1)
+                grouped = self._grouped
+                if grouped is not None:
+                    won = self._advance_group(cursor, grouped, group)
+                else:
+                    won = []
+                    for request in group:
+                        cursor.execute(advance.sql, advance.parameters(request.advance_params()))
+                        won.append(cursor.rowcount == 1)
                 rows, extra = winners_rows(group, won)
-                if rows:
+                if rows and grouped is not None:
+                    cursor.execute(grouped.insert_ops_sql, (insert_ops.json_rows(rows),))
+                elif rows:
                     cursor.executemany(insert_ops.sql, map(insert_ops.parameters, rows))
+                # Extra rows (a Yjs update's bytes) cannot travel in JSON: row by row.
                 for table, table_rows in extra.items():
                     statement = self._inserts[table]
                     cursor.executemany(statement.sql, map(statement.parameters, table_rows))
@@ -213,8 +299,28 @@ class SqliteWriter:
                 self._write_group([], snapshots)
             return won
 
+    def _advance_group(
+        self, cursor: Any, grouped: GroupStatements, group: list[CommitRequest]
+    ) -> list[bool]:
+        """Moves every document whose revision is its batch's base, in one statement; which
+        batches did so is read back only when some did not (a lost race is rare on SQLite).
+        A batch taken for a winner wrongly (its document already at that revision) breaks
+        the op rows' primary key, and the group is retried batch by batch."""
+        params = [request.advance_params() for request in group]
+        cursor.execute(grouped.advance_sql, (self._advance.json_rows(params),))
+        if cursor.rowcount == len(group):
+            return [True] * len(group)
+        cursor.execute(grouped.advanced_sql, (self._advance.json_rows(params),))
+        advanced = set(orjson.loads(cursor.fetchone()[0]))
+        return [index in advanced for index in range(len(group))]
+
     def _write_snapshots(self, cursor: Any, snapshots: Sequence[dict[str, Any]]) -> None:
+        if not snapshots:
+            return
         statement = self._insert_snapshot
+        if self._grouped is not None:
+            cursor.execute(self._grouped.insert_snapshots_sql, (statement.json_rows(snapshots),))
+            return
         for row in snapshots:
             if cursor.execute(SNAPSHOT_DOCUMENT_EXISTS, (row["doc_id"],)).fetchone():
                 cursor.execute(statement.sql, statement.parameters(row))
