@@ -166,6 +166,24 @@ class DocumentState:
         """Records the user a src belongs to, as found in storage."""
         self._src_user.setdefault(src, user_id)
 
+    def oldest_unheld_base(self, submissions: Iterable[Submission]) -> int | None:
+        """The oldest base revision of ``submissions`` that the held window does not reach but
+        the rebase distance allows; None if there is none. ``stage`` needs the stored ops after
+        it, up to :attr:`first_held_rev`, as ``older``.
+
+        Only in-range bases count: one out of range (a stale op, refused anyway) must not make
+        the others of its batch go without the older ops they need.
+        """
+        first = self.first_held_rev
+        return min(
+            (
+                s.base_rev
+                for s in submissions
+                if 0 <= s.base_rev < first and not self._too_far(s.base_rev, self.rev)
+            ),
+            default=None,
+        )
+
     def stage(
         self,
         submissions: Sequence[Submission],
@@ -274,7 +292,7 @@ class DocumentState:
             raise SubmitError(
                 ErrorCode.BAD_REVISION, f"revision {base} is newer than the document ({batch.rev})"
             )
-        if base < 0 or batch.rev - base > self.max_rebase:
+        if base < 0 or self._too_far(base, batch.rev):
             raise SubmitError(
                 ErrorCode.BAD_REVISION, f"revision {base} is older than the history held"
             )
@@ -282,6 +300,10 @@ class DocumentState:
         op = ot.normalize(submission.op)
         ot.check(op, base_length)
         return ot.transform_past(op, missed, "left")
+
+    def _too_far(self, base: int, head: int) -> bool:
+        """Whether an op based on ``base`` is beyond the rebase distance from ``head``."""
+        return head - base > self.max_rebase
 
     def _missed(
         self, base: int, batch: Batch, older: _OlderOps | None

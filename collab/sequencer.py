@@ -127,9 +127,9 @@ class Sequencer:
                 state.note_stored_rev(src, seq, rev)
 
     async def _older_ops(self, submissions: Sequence[Submission]) -> list[StoredOp]:
-        """The stored ops before the held window that the oldest base revision needs."""
+        """The stored ops before the held window that the oldest in-range base revision needs."""
         state = self.state
-        oldest = min(s.base_rev for s in submissions)
-        if oldest >= state.first_held_rev or oldest < 0 or state.rev - oldest > state.max_rebase:
+        oldest = state.oldest_unheld_base(submissions)
+        if oldest is None:
             return []
         return await self._store.load_ops(self.doc_id, after=oldest, until=state.first_held_rev)

@@ -346,3 +346,33 @@ async def test_an_op_too_far_behind_is_refused_with_bad_revision() -> None:
     assert refused.value.code == ErrorCode.BAD_REVISION
     assert await h.commit(["x"], 2, src="late", seq=2) == 6  # 3 behind: within the bound
     await h.actor.stop()
+
+
+async def test_a_stale_op_beside_a_pipeline_behind_the_window_refuses_only_itself() -> None:
+    """The abuse scenario, small: a long document loaded from a snapshot at its head, a peer
+    pipelining ops all made at that revision (the held window soon slides past it) and another
+    peer sending ops made at revision 0, beyond the rebase distance, in the same inbox drain.
+    Only the stale op is refused; the pipelined one is rebased over stored ops and acked."""
+    store = await with_text(MemoryStore(), "")
+    for rev in range(1, 11):
+        assert await store.commit("d", rev - 1, [StoredOp(rev, [str(rev % 10)], "old", rev,
+                                                          "old", T0)])
+    await store.save_snapshot("d", 10, await store.content_at("d", 10), T0)
+    h = Harness(store, history_window=2, max_rebase=6)
+    await h.start()
+    piper, stale = await h.join("piper"), await h.join("stale")
+    for seq in range(1, 4):  # the pipeline's first ops: the window now starts after 10
+        await h.actor.submit_from_peer(Submission(["p"], 10, "pipe", seq, "piper"), piper)
+        await piper.wait_for(lambda p, seq=seq: any(a["seq"] == seq for a in p.of_type("ack")))
+    assert (h.actor.state.rev, h.actor.state.first_held_rev) == (13, 11)
+    # Queued together, before the actor runs again: one batch.
+    await h.actor.submit_from_peer(Submission(["s"], 0, "stale", 1, "stale"), stale)
+    await h.actor.submit_from_peer(Submission([10, "!"], 10, "pipe", 4, "piper"), piper)
+    await piper.wait_for(lambda p: any(i.get("seq") == 4 for i in p.items()))
+    await stale.wait_for(lambda p: p.of_type("error"))
+    [refused] = stale.of_type("error")
+    assert (refused["code"], refused["seq"]) == ("bad_revision", 1)
+    assert piper.of_type("error") == []
+    assert [a["rev"] for a in piper.of_type("ack") if a["seq"] == 4] == [14]
+    assert h.actor.state.text == "ppp0987654321!" == await store.content_at("d", 14)
+    await h.actor.stop()

@@ -201,6 +201,18 @@ def test_rebase_with_older_ops_beyond_window() -> None:
     assert batch.text == "aXbcdef"
 
 
+def test_oldest_unheld_base_counts_only_bases_within_the_rebase_distance() -> None:
+    """What the sequencer loads older ops for: a stale, negative or newer base in the batch
+    must not hide the in-range base that the window no longer reaches."""
+    state = DocumentState("d", "", 0, window=3, max_rebase=4)
+    typed(state, "abcdef")
+    assert (state.rev, state.first_held_rev) == (6, 3)
+    assert state.oldest_unheld_base([sub(["x"], 1), sub(["x"], 2), sub(["x"], 6)]) == 2
+    assert state.oldest_unheld_base([sub(["x"], -1), sub(["x"], 7), sub(["x"], 2)]) == 2
+    assert state.oldest_unheld_base([sub(["x"], 3), sub(["x"], 5)]) is None  # all held
+    assert state.oldest_unheld_base([sub(["x"], 1), sub(["x"], -1)]) is None  # all refused
+
+
 def test_rebase_with_older_ops_missing_one_refused() -> None:
     state = DocumentState("d", "", 0, window=3)
     history = typed(state, "abcdef")

@@ -5,7 +5,11 @@ Driven by a ``MemoryStore`` on which a rival writer (another server process) com
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collab import ot
 from collab.document import DocumentState, Submission
@@ -114,3 +118,92 @@ async def document_again(store: RacingStore, window: int) -> DocumentState:
         text = ot.apply(text, stored.op)
     # A window of 1 after a reload: the earlier (src, seq) is only in storage.
     return DocumentState("d", text, loaded.info.rev, [], window=window)
+
+
+async def test_a_stale_op_in_the_batch_does_not_starve_in_range_ops_of_older_ops() -> None:
+    """The abuse scenario's refusals: a pipelined op based just before the held window shares a
+    batch with an op based far beyond the rebase distance. The older ops loaded for the batch
+    must reach the in-range base; only the stale op is refused."""
+    store = RacingStore()
+    ops: list[ot.Op] = [["a"], [1, "b"], [2, "c"], [3, "d"], [4, "e"], [5, "f"]]
+    state = await document(store, ops, window=2)
+    state.max_rebase = 4
+    assert (state.rev, state.first_held_rev) == (6, 4)
+    stale = sub(["s"], 0, src="stale", seq=1)  # 6 revisions behind: beyond the distance
+    in_range = sub([3, "^"], 3, src="pipe", seq=1)  # behind the window, within the distance
+    result = await Sequencer("d", state, store, max_retries=1).sequence([stale, in_range])
+    assert result.batch is not None, result.failure
+    refused, accepted = result.batch.outcomes
+    assert refused.error is not None and refused.error.code == ErrorCode.BAD_REVISION
+    assert accepted.error is None, accepted.error
+    assert state.text == "abc^def" == await store.content_at("d", state.rev)
+
+
+def op_at(data: st.DataObject, text: str, label: str) -> ot.Op:
+    """An insert of ``label`` or a delete naming the text it removes, valid on ``text``: a
+    rebase from the wrong revision makes the delete fail or land on other characters."""
+    pos = data.draw(st.integers(0, len(text)))
+    skip: ot.Op = [pos] if pos else []
+    if pos < len(text) and data.draw(st.booleans()):
+        end = data.draw(st.integers(pos + 1, min(len(text), pos + 3)))
+        return [*skip, {"d": text[pos:end]}]
+    return [*skip, label]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_every_op_within_the_rebase_distance_is_accepted_whatever_the_window(
+    data: st.DataObject,
+) -> None:
+    """Property: in any batch, an op whose base is within ``max_rebase`` of the head it is
+    staged on is transformed and accepted, and one beyond it (or negative, or newer than the
+    head) is refused with bad_revision, whatever the held window: smaller than the distance,
+    not yet full after a load, slid forward by lost races. Stale ops share batches with
+    in-range ones. The stored history replays to the state's text."""
+    window = data.draw(st.integers(1, 6), label="window")
+    max_rebase = data.draw(st.integers(1, 12), label="max_rebase")
+    history = data.draw(st.integers(0, 15), label="history")
+    held = data.draw(st.integers(0, min(window, history)), label="held after load")
+
+    async def scenario() -> None:
+        store = RacingStore()
+        await store.create_document("d", "", "", T0)
+        texts = [""]
+        for rev in range(1, history + 1):
+            op = op_at(data, texts[-1], chr(0x3B1 + rev % 20))
+            assert await store.commit("d", rev - 1, [StoredOp(rev, op, "old", rev, "old", T0)])
+            texts.append(ot.apply(texts[-1], op))
+        # As if loaded from a snapshot ``held`` ops back: the window is not full yet.
+        recent = (await store.load_ops("d", after=history - held)) if held else []
+        state = DocumentState(
+            "d", texts[-1], history, recent, window=window, max_rebase=max_rebase
+        )
+        sequencer = Sequencer("d", state, store, max_retries=3)
+        seq = 0
+        for _ in range(data.draw(st.integers(1, 6), label="batches")):
+            store.rivals = [[str(i)] for i in range(data.draw(st.integers(0, 2)))]
+            submissions = []
+            for _ in range(data.draw(st.integers(1, 4))):
+                seq += 1
+                base = data.draw(st.integers(-1, state.rev + 1))
+                text = texts[base] if 0 <= base < len(texts) else ""
+                submissions.append(sub(op_at(data, text, str(seq % 10)), base, "p", seq))
+            result = await sequencer.sequence(submissions)
+            assert result.batch is not None, result.failure
+            for rival in result.caught_up:
+                texts.append(ot.apply(texts[-1], rival.op))
+            head = result.batch.base_rev
+            for outcome in result.batch.outcomes:
+                base = outcome.submission.base_rev
+                if 0 <= base <= head and head - base <= max_rebase:
+                    assert outcome.error is None, (base, head, state.first_held_rev, outcome)
+                    assert outcome.committed is not None
+                    head += 1
+                    texts.append(ot.apply(texts[-1], outcome.committed.op))
+                else:
+                    assert outcome.error is not None, (base, head, outcome)
+                    assert outcome.error.code == ErrorCode.BAD_REVISION
+        assert state.text == texts[-1] == await store.content_at("d", state.rev)
+        assert len(texts) == state.rev + 1
+
+    asyncio.run(scenario())
