@@ -75,11 +75,12 @@ Waiting: TypeAlias = list[tuple[CommitRequest, asyncio.Future[bool]]]  # callers
 
 
 def winners_rows(
-    group: Sequence[CommitRequest], won: Sequence[bool]
+    group: Sequence[CommitRequest], won: Sequence[bool], *, op_rows: bool = True
 ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
-    """The op rows, and the extra rows by table, of the batches of ``group`` that advanced."""
+    """The op rows (unless not wanted), and the extra rows by table, of the batches of
+    ``group`` that advanced."""
     winners = [request for request, ok in zip(group, won, strict=True) if ok]
-    ops = [row for request in winners for row in request.op_rows()]
+    ops = [row for request in winners for row in request.op_rows()] if op_rows else []
     extra: dict[str, list[Any]] = {}
     for request in winners:
         for table, rows in request.extra_rows.items():

@@ -18,7 +18,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
-from collab.storage.base import CommitRequest
+from collab.storage.base import CommitRequest, encode_op
 from collab.storage.sql import ADVANCE, INSERT_OPS, Waiting, insert_into, settle, winners_rows
 
 # A snapshot rides in the next group's transaction: written unless one exists at that revision
@@ -70,59 +70,84 @@ class DriverStatement:
             for name, process in zip(self.names, self._processors, strict=True)
         )
 
-    def json_rows(self, rows: Iterable[dict[str, Any]]) -> str:
-        """``rows``' converted values as one JSON array of arrays, for :meth:`field`."""
-        return orjson.dumps([self.parameters(row) for row in rows]).decode()
+    def processor(self, name: str) -> Callable[[Any], Any]:
+        """How parameter ``name``'s values are converted for the driver."""
+        process = self._processors[self.names.index(name)]
+        return (lambda value: value) if process is None else process
 
-    def field(self, name: str, element: str = "value") -> str:
-        """The SQL reading parameter ``name`` out of one ``json_each`` element of
-        :meth:`json_rows`."""
-        return f"json_extract({element}, '$[{self.names.index(name)}]')"
+
+def _extract(*names: str, element: str = "value") -> dict[str, str]:
+    """The SQL reading each of ``names`` out of one ``json_each`` element: an array of the
+    values in that order."""
+    return {name: f"json_extract({element}, '$[{i}]')" for i, name in enumerate(names)}
 
 
 class GroupStatements:
-    """The writer's SQL for a whole group: each statement takes every row at once.
+    """The writer's SQL for a whole group, each statement taking every row at once as one JSON
+    array of arrays, and those arrays built straight from the requests.
 
-    Written by hand around the compiled single-row statements (their parameter order and value
-    processors), so a row stored either way has the same bytes (tests/test_store.py checks).
+    Values are converted as SQLAlchemy converts them (the processors of the single-row
+    statements), so a row stored either way has the same bytes (tests/test_store.py checks).
     """
 
-    def __init__(
-        self,
-        advance: DriverStatement,
-        insert_ops: DriverStatement,
-        insert_snapshot: DriverStatement,
-    ) -> None:
-        moved = advance.field
+    def __init__(self, advance: DriverStatement, insert_ops: DriverStatement) -> None:
+        self._stamp = insert_ops.processor("created_at")
+        self._stamp_document = advance.processor("b_at")
+        moved = _extract("id", "base", "rev", "at", element="g.value")
         self.advance_sql = (
-            f"UPDATE documents SET rev = {moved('b_rev', 'g.value')}, "
-            f"updated_at = {moved('b_at', 'g.value')} FROM json_each(?) AS g "
-            f"WHERE documents.id = {moved('b_id', 'g.value')} "
-            f"AND documents.rev = {moved('b_base', 'g.value')}"
+            f"UPDATE documents SET rev = {moved['rev']}, updated_at = {moved['at']} "
+            f"FROM json_each(?) AS g "
+            f"WHERE documents.id = {moved['id']} AND documents.rev = {moved['base']}"
         )
         # Which batches moved their document, when not all did: one row, a JSON array of
         # their indexes in the group.
         self.advanced_sql = (
             "SELECT json_group_array(g.key) FROM json_each(?) AS g JOIN documents "
-            f"ON documents.id = {moved('b_id', 'g.value')} "
-            f"AND documents.rev = {moved('b_rev', 'g.value')} "
-            f"AND documents.updated_at = {moved('b_at', 'g.value')}"
+            f"ON documents.id = {moved['id']} AND documents.rev = {moved['rev']} "
+            f"AND documents.updated_at = {moved['at']}"
         )
-        self.insert_ops_sql = self._insert_select("operations", insert_ops)
+        self.insert_ops_sql = _insert_select(
+            "operations", ("doc_id", "rev", "op", "src", "seq", "user_id", "created_at")
+        )
         # The EXISTS check: a snapshot of a deleted document would fail its foreign key and
         # roll the whole group back.
-        document = insert_snapshot.field("doc_id")
+        snapshot = _extract("doc_id")
         self.insert_snapshots_sql = (
-            self._insert_select("snapshots", insert_snapshot, "OR IGNORE")
-            + f" WHERE EXISTS (SELECT 1 FROM documents WHERE id = {document})"
+            _insert_select("snapshots", ("doc_id", "rev", "content", "created_at"), "OR IGNORE")
+            + f" WHERE EXISTS (SELECT 1 FROM documents WHERE id = {snapshot['doc_id']})"
         )
 
-    @staticmethod
-    def _insert_select(table: str, statement: DriverStatement, prefix: str = "") -> str:
-        columns = statement.names
-        values = ", ".join(statement.field(name) for name in columns)
-        verb = f"INSERT {prefix} INTO" if prefix else "INSERT INTO"
-        return f"{verb} {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?)"
+    def advances(self, group: Sequence[CommitRequest]) -> str:
+        stamp = self._stamp_document
+        return _json(
+            [(r.doc_id, r.base_rev, r.ops[-1].rev, stamp(r.ops[-1].created_at)) for r in group]
+        )
+
+    def ops(self, requests: Iterable[CommitRequest]) -> str:
+        stamp = self._stamp
+        rows = []
+        for request in requests:
+            doc_id = request.doc_id
+            at, stamped = None, None
+            for o in request.ops:
+                if o.created_at is not at:  # a batch's ops share their time: convert it once
+                    at, stamped = o.created_at, stamp(o.created_at)
+                rows.append((doc_id, o.rev, encode_op(o.op), o.src, o.seq, o.user_id, stamped))
+        return _json(rows)
+
+    def snapshots(self, rows: Iterable[dict[str, Any]]) -> str:
+        stamp = self._stamp
+        return _json([(r["doc_id"], r["rev"], r["content"], stamp(r["created_at"])) for r in rows])
+
+
+def _json(rows: list[tuple[Any, ...]]) -> str:
+    return orjson.dumps(rows).decode()
+
+
+def _insert_select(table: str, columns: tuple[str, ...], prefix: str = "") -> str:
+    values = ", ".join(_extract(*columns).values())
+    verb = f"INSERT {prefix} INTO" if prefix else "INSERT INTO"
+    return f"{verb} {table} ({', '.join(columns)}) SELECT {values} FROM json_each(?)"
 
 
 class SqliteWriter:
@@ -141,11 +166,7 @@ class SqliteWriter:
         self._advance = DriverStatement(ADVANCE, dialect)
         self._insert_ops = DriverStatement(INSERT_OPS, dialect)
         self._insert_snapshot = DriverStatement(INSERT_SNAPSHOT, dialect)
-        self._grouped = (
-            GroupStatements(self._advance, self._insert_ops, self._insert_snapshot)
-            if grouped
-            else None
-        )
+        self._grouped = GroupStatements(self._advance, self._insert_ops) if grouped else None
         self._inserts: dict[str, DriverStatement] = {}  # extra rows' tables, compiled on use
         # A plain thread and a SimpleQueue: concurrent.futures' futures, locks and callback
         # chains cost more than the hand-off itself (profiled with 50 clients).
@@ -166,8 +187,8 @@ class SqliteWriter:
         grouped = self._grouped
         if grouped is not None:
             runs = [
-                (grouped.advance_sql, (self._advance.json_rows([request.advance_params()]),)),
-                (grouped.insert_ops_sql, (self._insert_ops.json_rows(request.op_rows()),)),
+                (grouped.advance_sql, (grouped.advances([request]),)),
+                (grouped.insert_ops_sql, (grouped.ops([request]),)),
             ]
         else:
             runs = [(self._advance.sql, self._advance.parameters(request.advance_params()))]
@@ -277,9 +298,10 @@ class SqliteWriter:
                     for request in group:
                         cursor.execute(advance.sql, advance.parameters(request.advance_params()))
                         won.append(cursor.rowcount == 1)
-                rows, extra = winners_rows(group, won)
-                if rows and grouped is not None:
-                    cursor.execute(grouped.insert_ops_sql, (insert_ops.json_rows(rows),))
+                rows, extra = winners_rows(group, won, op_rows=grouped is None)
+                if grouped is not None and any(won):
+                    winners = (request for request, ok in zip(group, won, strict=True) if ok)
+                    cursor.execute(grouped.insert_ops_sql, (grouped.ops(winners),))
                 elif rows:
                     cursor.executemany(insert_ops.sql, map(insert_ops.parameters, rows))
                 # Extra rows (a Yjs update's bytes) cannot travel in JSON: row by row.
@@ -306,21 +328,23 @@ class SqliteWriter:
         batches did so is read back only when some did not (a lost race is rare on SQLite).
         A batch taken for a winner wrongly (its document already at that revision) breaks
         the op rows' primary key, and the group is retried batch by batch."""
-        params = [request.advance_params() for request in group]
-        cursor.execute(grouped.advance_sql, (self._advance.json_rows(params),))
+        advances = grouped.advances(group)
+        cursor.execute(grouped.advance_sql, (advances,))
         if cursor.rowcount == len(group):
             return [True] * len(group)
-        cursor.execute(grouped.advanced_sql, (self._advance.json_rows(params),))
+        cursor.execute(grouped.advanced_sql, (advances,))
         advanced = set(orjson.loads(cursor.fetchone()[0]))
         return [index in advanced for index in range(len(group))]
 
     def _write_snapshots(self, cursor: Any, snapshots: Sequence[dict[str, Any]]) -> None:
         if not snapshots:
             return
-        statement = self._insert_snapshot
         if self._grouped is not None:
-            cursor.execute(self._grouped.insert_snapshots_sql, (statement.json_rows(snapshots),))
+            cursor.execute(
+                self._grouped.insert_snapshots_sql, (self._grouped.snapshots(snapshots),)
+            )
             return
+        statement = self._insert_snapshot
         for row in snapshots:
             if cursor.execute(SNAPSHOT_DOCUMENT_EXISTS, (row["doc_id"],)).fetchone():
                 cursor.execute(statement.sql, statement.parameters(row))
