@@ -614,6 +614,16 @@ async def test_src_owners(store: Store) -> None:
     assert await store.src_owners("ghost", ["ed"]) == {}
     many = await store.src_owners("d", [f"s{i}" for i in range(1000)] + ["bot"])
     assert many == {"bot": "bob"}
+    # Lookups of several documents at once (which a SQL store answers with one query): each
+    # gets the owners of its own document's srcs only.
+    together = await asyncio.gather(
+        store.src_owners("d", ["ed", "x"]),
+        store.src_owners("other", ["x", "ed"]),
+        store.src_owners("ghost", ["ed"]),
+        store.src_owners("d", []),
+        store.src_owners("d", ["bot"]),
+    )
+    assert together == [{"ed": "alice"}, {"x": "carol"}, {}, {}, {"bot": "bob"}]
 
 
 async def test_the_store_works_after_releasing_memory(store: Store) -> None:

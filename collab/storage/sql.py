@@ -15,15 +15,17 @@ from typing import Any, TypeAlias
 import orjson
 from sqlalchemy import (
     Insert,
+    String,
     Table,
     bindparam,
+    column,
     delete,
-    func,
     insert,
     select,
     text,
     tuple_,
     update,
+    values,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -148,6 +150,9 @@ class SqlStore:
         self._committer = committer
         self._reader = committer if isinstance(committer, OpsReader) else None
         self._snapshot_writer = committer if isinstance(committer, SnapshotWriter) else None
+        # src_owners calls waiting for the next shared query, and the task running them.
+        self._owner_lookups: list[tuple[str, list[str], asyncio.Future[dict[str, str]]]] = []
+        self._owner_lookup: asyncio.Task[None] | None = None
 
     async def ping(self) -> None:
         async with self._sessions() as session:
@@ -250,28 +255,60 @@ class SqlStore:
         await self._sessions.kw["bind"].dispose()
 
     async def src_owners(self, doc_id: str, srcs: Iterable[str]) -> dict[str, str]:
+        """Lookups of every document wait for the one in flight and then share one query: when
+        a thousand editors start typing, each one's first op needs this, and a query each
+        (several thread hops on SQLite) queued them up behind the session pool for a second.
+        """
         wanted = list(dict.fromkeys(srcs))
-        owners: dict[str, str] = {}
+        if not wanted:
+            return {}
+        done: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._owner_lookups.append((doc_id, wanted, done))
+        if self._owner_lookup is None:
+            self._owner_lookup = asyncio.create_task(self._look_up_owners())
+        return await done
+
+    async def _look_up_owners(self) -> None:
+        try:
+            while self._owner_lookups:
+                waiting, self._owner_lookups = self._owner_lookups, []
+                pairs = list(dict.fromkeys((doc, src) for doc, srcs, _ in waiting for src in srcs))
+                try:
+                    owners = await self._owners_of(pairs)
+                except Exception as error:
+                    for _, _, done in waiting:
+                        if not done.done():
+                            done.set_exception(error)
+                    continue
+                for doc, srcs, done in waiting:
+                    if not done.done():
+                        found = ((src, owners.get((doc, src))) for src in srcs)
+                        done.set_result({src: user for src, user in found if user is not None})
+        finally:
+            self._owner_lookup = None
+
+    async def _owners_of(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Who sent each (doc_id, src)'s first op: one index seek per pair."""
+        owners: dict[tuple[str, str], str] = {}
         async with self._sessions() as session:
-            for start in range(0, len(wanted), _LOOKUP_CHUNK):
-                chunk = wanted[start : start + _LOOKUP_CHUNK]
-                # One row per src: the unique (doc_id, src, seq) index finds each one's first op.
+            for start in range(0, len(pairs), _LOOKUP_CHUNK):
+                # A CTE, as SQLite cannot name a VALUES list's columns in FROM.
+                wanted = (
+                    values(column("doc_id", String), column("src", String), name="wanted")
+                    .data(pairs[start : start + _LOOKUP_CHUNK])
+                    .cte("wanted")
+                )
                 first = (
-                    select(Operation.src, func.min(Operation.seq).label("seq"))
-                    .where(Operation.doc_id == doc_id, Operation.src.in_(chunk))
-                    .group_by(Operation.src)
-                    .subquery()
+                    select(Operation.user_id)
+                    .where(Operation.doc_id == wanted.c.doc_id, Operation.src == wanted.c.src)
+                    .order_by(Operation.seq)
+                    .limit(1)
+                    .scalar_subquery()
                 )
-                rows = await session.execute(
-                    select(Operation.src, Operation.user_id).join(
-                        first,
-                        (Operation.doc_id == doc_id)
-                        & (Operation.src == first.c.src)
-                        & (Operation.seq == first.c.seq),
-                    )
-                )
-                for src, user_id in rows:
-                    owners[src] = user_id
+                rows = await session.execute(select(wanted.c.doc_id, wanted.c.src, first))
+                for doc, src, user_id in rows:
+                    if user_id is not None:
+                        owners[(doc, src)] = user_id
         return owners
 
     async def save_snapshot(self, doc_id: str, rev: int, content: str, now: datetime) -> None:
