@@ -448,7 +448,20 @@ class DocumentActor:
         updates: list[tuple[YjsConnection, bytes]] = []  # Yjs updates, sequenced together
         if not all(isinstance(m, _BACKGROUND) for m in messages):
             self._last_activity = time.monotonic()
+        # Ops another process committed are taken in before this run's submissions are
+        # sequenced, whatever their order in the inbox: they hold the next revisions already,
+        # so a batch staged without them would only lose its commit race, read them from the
+        # database and be staged again.
+        heard: list[tuple[str, Committed]] = []
+        others: list[Inbox] = []
         for message in messages:
+            if isinstance(message, Remote) and isinstance(message.message, Committed):
+                heard.append((message.node, message.message))
+            else:
+                others.append(message)
+        for node, ops in heard:
+            await self._remote(node, ops)
+        for message in others:
             if isinstance(message, Submit):
                 if updates:
                     await self._sequence_yjs(updates)

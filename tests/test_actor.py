@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from collab.actor import ActorConfig, DocumentActor, DocumentGone
+from collab.actor import ActorConfig, DocumentActor, DocumentGone, Remote
 from collab.document import Submission, SubmitError
 from collab.errors import CloseCode, ErrorCode
 from collab.metrics import Metrics
 from collab.pubsub import LocalHub, LocalPubSub
+from collab.pubsub.messages import Committed
 from collab.registry import Registry
 from collab.storage import MemoryDatabase, MemoryStore
 from collab.types import StoredOp
@@ -95,6 +96,27 @@ async def test_a_lost_race_forwards_the_rival_op_first_then_acks() -> None:
         ("op", 2), ("ack", 3)]
     await bob.wait_for(lambda p: len(p.of_type("op")) == 2)
     assert [(i["rev"], i["op"]) for i in bob.of_type("op")] == [(2, ["X"]), (3, [4, "!"])]
+    assert h.actor.state.text == "Xabc!" == await store.content_at("d", 3)
+    await h.actor.stop()
+
+
+async def test_ops_heard_from_another_process_are_taken_in_before_a_waiting_submission() -> None:
+    """An op another process committed, waiting in the inbox behind a submission, is applied
+    first: the submission is staged past it and commits at once, with no lost race."""
+    store = await with_text(RacingStore(), "abc")
+    h = Harness(store)
+    await h.start()
+    alice = await h.join("alice")
+    await store.rival_commit("d", ["X"])
+    heard = await store.load_ops("d", after=1)
+    commits_before = store.commits
+    # Both are queued before the actor runs again, so they reach it in one run.
+    await h.actor.submit_from_peer(Submission([3, "!"], 1, "a", 1, "alice"), alice)
+    h.actor.post(Remote("other-process", Committed(tuple(heard))))
+    await alice.wait_for(lambda p: p.of_type("ack"))
+    assert [(i["type"], i["rev"]) for i in alice.items() if i["type"] in ("op", "ack")] == [
+        ("op", 2), ("ack", 3)]
+    assert store.commits == commits_before + 1
     assert h.actor.state.text == "Xabc!" == await store.content_at("d", 3)
     await h.actor.stop()
 
