@@ -1,9 +1,10 @@
-"""The WebSocket edge: handshake checks, a reader feeding the actor, a writer draining the outbox.
+"""The OT WebSocket edge: the handshake, a reader feeding the actor, a writer draining the outbox.
 
 Each connection owns a bounded outbox, so a slow client only ever fills its own queue; when that
 passes ``COLLAB_SEND_QUEUE_LIMIT`` it is closed with 1013 and catches up by reconnecting with
-``?since=``. Everything is refused before ``accept()`` when the handshake is not acceptable, so
-no room, actor or database work is spent on it.
+``?since=``. Everything is refused before ``accept()`` when the handshake is not acceptable
+(the checks it shares with the Yjs socket are in collab.handshake), so no room, actor or
+database work is spent on it.
 
 The socket is served as a plain ASGI application (``collab.app`` dispatches it before FastAPI's
 middleware and router) and an idle connection holds as little as possible, because memory per
@@ -20,26 +21,32 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from collab import ot, protocol
-from collab.actor import DocumentActor, DocumentGone, DocumentNotFound
-from collab.auth import Access, AuthError, Principal, authenticate
+from collab.actor import DocumentActor, DocumentGone
+from collab.auth import Access, AuthError, Principal
 from collab.document import Submission
-from collab.errors import HTTP_STATUS, CloseCode, ErrorCode
+from collab.errors import CloseCode, ErrorCode
+from collab.handshake import (
+    TOO_MANY,
+    client_address,
+    deny,
+    lease_or_create,
+    origin_allowed,
+    reader_misses_document,
+    release_connection,
+    socket_principal,
+    take_connection,
+)
 from collab.http_protocol import SEND_TEXT_NOW
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
-from collab.types import utcnow
 
 log = logging.getLogger(__name__)
-
-TOO_MANY = HTTP_STATUS[ErrorCode.RATE_LIMITED]
 
 CLOSE_TIMEOUT = 5.0
 
@@ -327,48 +334,6 @@ class Connection:
 # -- the handshake ----------------------------------------------------------------------------
 
 
-async def deny(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
-    """Refuses the handshake with an HTTP status, before any work is done for it."""
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        await JSONResponse({"detail": detail}, status)(scope, receive, send)
-    else:
-        await send({"type": "websocket.close", "code": CloseCode.POLICY, "reason": detail})
-
-
-def origin_allowed(scope: Scope, headers: Headers, services: Services) -> bool:
-    origin = headers.get("origin")
-    if origin is None:
-        return True  # not a browser: tokens, not origins, protect those clients
-    allowed = services.settings.origin_allowlist()
-    if allowed is None:
-        return True
-    origin = origin.rstrip("/")
-    host = headers.get("host", "")
-    scheme = "https" if scope.get("scheme") == "wss" else "http"
-    return origin == f"{scheme}://{host}" or origin in allowed
-
-
-async def _principal(
-    headers: Headers, params: QueryParams, doc_id: str, services: Services
-) -> Principal:
-    ticket = params.get("ticket")
-    if ticket is not None:
-        principal = await services.tickets.redeem(ticket, doc_id)
-        if principal is None:
-            raise AuthError("unknown, used or expired ticket")
-        if principal.expires_at <= time.time():
-            # A ticket lives 30 s, but never longer than the token it was issued for.
-            raise AuthError("the token this ticket was issued for has expired")
-        return principal
-    token = params.get("token")
-    if token is None:
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials:
-            raise AuthError("missing credentials: Authorization header, ?ticket= or ?token=")
-        token = credentials.strip()
-    return authenticate(token, services.settings)
-
-
 def _since(value: str | None) -> int | None:
     if value is None:
         return None
@@ -394,7 +359,7 @@ async def serve_socket(
         return
     params = QueryParams(scope["query_string"])
     try:
-        principal = await _principal(headers, params, doc_id, services)
+        principal = await socket_principal(headers, params, doc_id, services)
     except AuthError as error:
         await deny(scope, receive, send, 403, str(error))
         return
@@ -409,23 +374,16 @@ async def serve_socket(
         return
     del headers, params
     limits = services.limits
-    address = (scope.get("client") or ("unknown",))[0]
-    if not limits.user_connections.acquire(principal.sub):
-        await deny(scope, receive, send, TOO_MANY, "too many connections for this user")
-        return
-    if not limits.address_connections.acquire(address):
-        limits.user_connections.release(principal.sub)
-        await deny(scope, receive, send, TOO_MANY, "too many connections from this address")
+    address = client_address(scope)
+    refusal = take_connection(limits, principal.sub, address)
+    if refusal is not None:
+        await deny(scope, receive, send, TOO_MANY, refusal)
         return
     # Released in the finally below, however the connection ends; one function rather than a
     # helper, so an idle connection holds one coroutine frame here, not two.
     try:
         # A reader cannot create the document: refuse a missing one without starting an actor.
-        if (
-            access != "write"
-            and services.registry.loaded(doc_id) is None
-            and await services.store.get_document(doc_id) is None
-        ):
+        if await reader_misses_document(services, doc_id, access):
             await deny(scope, receive, send, 404, f"no document {doc_id!r}")
             return
 
@@ -460,30 +418,4 @@ async def serve_socket(
         finally:
             await lease.__aexit__(None, None, None)
     finally:
-        limits.user_connections.release(principal.sub)
-        limits.address_connections.release(address)
-
-
-async def lease_or_create(
-    services: Services, doc_id: str, access: Access
-) -> tuple[AbstractAsyncContextManager[DocumentActor], DocumentActor] | None:
-    """The document's entered lease and its actor, creating the document (empty) first when
-    it does not exist and the token may write it; None when it does not exist and may not be
-    created. The caller leaves the lease (``__aexit__``) when its socket ends."""
-    lease = services.registry.lease(doc_id)
-    try:
-        return lease, await lease.__aenter__()
-    except DocumentNotFound:
-        if access != "write":
-            return None
-    await services.store.create_document(doc_id, "", "", utcnow())
-    # A concurrent first joiner may have started an actor whose load ran before the row
-    # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
-    for attempt in range(3):
-        lease = services.registry.lease(doc_id)
-        try:
-            return lease, await lease.__aenter__()
-        except DocumentNotFound:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+        release_connection(limits, principal.sub, address)
