@@ -4,7 +4,8 @@ Each connection owns a bounded outbox, so a slow client only ever fills its own 
 passes ``COLLAB_SEND_QUEUE_LIMIT`` it is closed with 1013 and catches up by reconnecting with
 ``?since=``. Everything is refused before ``accept()`` when the handshake is not acceptable
 (the checks it shares with the Yjs socket are in collab.handshake), so no room, actor or
-database work is spent on it.
+database work is spent on it. The writer and the close are collab.outbox's, shared with the
+Yjs connection too.
 
 The socket is served as a plain ASGI application (``collab.app`` dispatches it before FastAPI's
 middleware and router) and an idle connection holds as little as possible, because memory per
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 
 from starlette.datastructures import Headers, QueryParams
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from collab import ot, protocol
 from collab.actor import DocumentActor, DocumentGone
@@ -42,39 +43,30 @@ from collab.handshake import (
     take_connection,
 )
 from collab.http_protocol import SEND_TEXT_NOW
+from collab.outbox import OutboxSocket
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT = 5.0
 
-
-class Connection:
+class Connection(OutboxSocket):
     """One accepted client connection; the actor's :class:`~collab.actor.Peer`.
 
-    Two flags order the shutdown of the two halves. ``_close`` is the close the server asked
-    for: nothing more is queued once it is set, and the writer ends by sending it. ``_done`` is
-    set once the writer has sent that close (or could not): the reader, if it is still waiting
-    for a frame, is then interrupted, as the old separate reader task used to be cancelled.
+    The outbox, the writer and the order of the close are :class:`~collab.outbox.OutboxSocket`'s;
+    this class adds the two queues (ops in order, presence coalesced per peer), the direct
+    write of an idle connection, and the reader of the OT protocol.
     """
 
     __slots__ = (
-        "_close",
         "_direct",
-        "_done",
         "_frames",
         "_op_bucket",
         "_presence",
         "_presence_bucket",
         "_presence_warned_at",
-        "_reader",
-        "_receive",
-        "_send",
-        "_sending",
         "_services",
-        "_writer",
         "access",
         "client_id",
         "cursor",
@@ -91,8 +83,7 @@ class Connection:
         services: Services,
         send_now: Callable[[bytes], bool] | None = None,
     ) -> None:
-        self._receive = receive
-        self._send = send
+        super().__init__(receive, send)
         # The server's synchronous write (collab.ws_protocol), if it offers one: a frame for an
         # idle connection goes straight to the socket, with no writer task and no re-encoding.
         self._direct = send_now
@@ -108,12 +99,10 @@ class Connection:
         self._op_bucket: TokenBucket | None = None
         self._presence_bucket: TokenBucket | None = None
         self._presence_warned_at = 0.0
-        self._close: tuple[int, str] | None = None
-        self._done = False
-        self._writer: asyncio.Task[None] | None = None
-        self._sending = False
-        # The task running the read loop while it runs, so that the writer can interrupt it.
-        self._reader: asyncio.Task[object] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.client_id
 
     # -- Peer -------------------------------------------------------------------------------
 
@@ -142,77 +131,20 @@ class Connection:
             self._presence[client_id] = frame
             self._start_writer()
 
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        if self._close is not None:
-            return
-        self._close = (code, reason)
-        if not flush:
-            self._frames = self._presence = None
-            if self._sending:
-                # A stalled send would hold the close back; the cancelled writer still sends it.
-                # A writer that has not started yet finds the queue empty and sends it anyway.
-                assert self._writer is not None
-                self._writer.cancel()
-                return
-        self._start_writer()
+    # -- the outbox ---------------------------------------------------------------------------
 
-    # -- the writer -------------------------------------------------------------------------
+    def _next_message(self) -> Message | None:
+        if self._frames:
+            frame = self._frames.popleft()
+        elif self._presence:
+            _, frame = self._presence.popitem()
+        else:
+            return None
+        return {"type": "websocket.send", "text": frame.decode()}
 
-    def _start_writer(self) -> None:
-        if self._writer is None and not self._done:
-            self._writer = asyncio.create_task(self._write_loop(), name=f"writer:{self.client_id}")
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                if self._frames:
-                    frame = self._frames.popleft()
-                elif self._presence:
-                    _, frame = self._presence.popitem()
-                else:
-                    break
-                self._sending = True
-                try:
-                    await self._send({"type": "websocket.send", "text": frame.decode()})
-                finally:
-                    self._sending = False
-        except asyncio.CancelledError:
-            if self._close is None:
-                raise
-            # close(flush=False) cut the queue short; the close frame still goes out below.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        except Exception:
-            # The transport is gone: nothing more can be sent, the connection is over.
-            log.debug("send to %s failed", self.client_id, exc_info=True)
-            if self._close is None:
-                self._close = (1000, "")
-            self._finish()
-            return
-        if self._close is None:
-            # Drained: the task ends and the next frame starts a new one; between two bursts
-            # an idle connection holds no task at all.
-            self._frames = self._presence = None
-            self._writer = None
-            return
-        await self._send_close(*self._close)
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
+    def _drop_queued(self) -> None:
+        # Dropped rather than emptied: between two bursts an idle connection holds no queue.
         self._frames = self._presence = None
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-
-    async def _send_close(self, code: int, reason: str) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:
-            # The peer is gone or stalled; the server drops the transport when we return.
-            log.debug("close %s for %s did not complete", code, self.client_id)
 
     # -- the reader -------------------------------------------------------------------------
 
@@ -227,26 +159,13 @@ class Connection:
             else:
                 await self._read_loop(actor)
         finally:
-            self._reader = None
             actor.leave(self)
-            if self._close is None:
-                self._close = (1000, "")
-                self._start_writer()
-            # Let the writer flush and send the close frame; a stalled one is cut short.
-            writer = self._writer
-            if writer is not None:
-                try:
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await asyncio.gather(writer, return_exceptions=True)
-                except TimeoutError:
-                    writer.cancel()
+            await self._wind_down()
 
     async def _read_loop(self, actor: DocumentActor) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._done:
+        task = self._start_reading()
+        if task is None:
             return
-        self._reader = task
         max_bytes = self._services.settings.max_message_bytes
         receive = self._receive
         try:
@@ -275,10 +194,9 @@ class Connection:
                 except ProtocolError as error:
                     self.send(protocol.error_frame(error.code, error.message, error.seq))
         except asyncio.CancelledError:
-            if not self._done:
-                raise
             # The writer finished the close while we waited for the client: stop reading.
-            task.uncancel()
+            if not self._interrupted(task):
+                raise
         except DocumentGone:
             pass  # the actor stopped; it closes its peers itself
         except Exception:
@@ -401,12 +319,7 @@ async def serve_socket(
             await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
             send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
             connection = Connection(receive, send, principal, access, services, send_now)
-            expiry = asyncio.get_running_loop().call_later(
-                max(0.0, principal.expires_at - time.time()),
-                connection.close,
-                CloseCode.POLICY,
-                "token expired",
-            )
+            expiry = connection.close_when_expired(principal.expires_at, CloseCode.POLICY)
             # Counted here, where the socket's life begins and ends, so that every way it can end
             # (the client leaves, a delete or unload closes it, the transport fails) uncounts it.
             services.metrics.connections += 1

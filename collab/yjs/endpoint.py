@@ -12,9 +12,6 @@ An accepted socket counts in ``collab_connections`` until it ends.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import Receive, Scope, Send
 
@@ -112,12 +109,7 @@ async def serve_yjs_socket(
                 writable=access == "write",
                 limits=limits(services),
             )
-            expiry = asyncio.get_running_loop().call_later(
-                max(0.0, principal.expires_at - time.time()),
-                connection.close,
-                CloseCode.UNAUTHENTICATED,
-                "token expired",
-            )
+            expiry = connection.close_when_expired(principal.expires_at, CloseCode.UNAUTHENTICATED)
             # Counted where the socket's life begins and ends, as on the OT socket: every way
             # it ends (the client leaves, a 44xx close, a delete, a failed transport) uncounts it.
             services.metrics.connections += 1
