@@ -1,9 +1,11 @@
-"""The WebSocket edge: handshake checks, a reader feeding the actor, a writer draining the outbox.
+"""The OT WebSocket edge: the handshake, a reader feeding the actor, a writer draining the outbox.
 
 Each connection owns a bounded outbox, so a slow client only ever fills its own queue; when that
 passes ``COLLAB_SEND_QUEUE_LIMIT`` it is closed with 1013 and catches up by reconnecting with
-``?since=``. Everything is refused before ``accept()`` when the handshake is not acceptable, so
-no room, actor or database work is spent on it.
+``?since=``. Everything is refused before ``accept()`` when the handshake is not acceptable
+(the checks it shares with the Yjs socket are in collab.handshake), so no room, actor or
+database work is spent on it. The writer and the close are collab.outbox's, shared with the
+Yjs connection too.
 
 The socket is served as a plain ASGI application (``collab.app`` dispatches it before FastAPI's
 middleware and router) and an idle connection holds as little as possible, because memory per
@@ -20,54 +22,51 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from collab import ot, protocol
-from collab.actor import DocumentActor, DocumentGone, DocumentNotFound
-from collab.auth import Access, AuthError, Principal, authenticate
+from collab.actor import DocumentActor, DocumentGone
+from collab.auth import Access, AuthError, Principal
 from collab.document import Submission
-from collab.errors import HTTP_STATUS, CloseCode, ErrorCode
+from collab.errors import CloseCode, ErrorCode
+from collab.handshake import (
+    TOO_MANY,
+    client_address,
+    deny,
+    lease_or_create,
+    origin_allowed,
+    reader_misses_document,
+    release_connection,
+    socket_principal,
+    take_connection,
+)
 from collab.http_protocol import SEND_TEXT_NOW
+from collab.outbox import OutboxSocket
 from collab.protocol import OpFrame, PresenceFrame, ProtocolError
 from collab.ratelimit import TokenBucket
 from collab.services import Services
-from collab.types import utcnow
 
 log = logging.getLogger(__name__)
 
-TOO_MANY = HTTP_STATUS[ErrorCode.RATE_LIMITED]
 
-CLOSE_TIMEOUT = 5.0
-
-
-class Connection:
+class Connection(OutboxSocket):
     """One accepted client connection; the actor's :class:`~collab.actor.Peer`.
 
-    Two flags order the shutdown of the two halves. ``_close`` is the close the server asked
-    for: nothing more is queued once it is set, and the writer ends by sending it. ``_done`` is
-    set once the writer has sent that close (or could not): the reader, if it is still waiting
-    for a frame, is then interrupted, as the old separate reader task used to be cancelled.
+    The outbox, the writer and the order of the close are :class:`~collab.outbox.OutboxSocket`'s;
+    this class adds the two queues (ops in order, presence coalesced per peer), the direct
+    write of an idle connection, and the reader of the OT protocol.
     """
 
     __slots__ = (
-        "_close",
         "_direct",
-        "_done",
         "_frames",
         "_op_bucket",
         "_presence",
         "_presence_bucket",
         "_presence_warned_at",
-        "_reader",
-        "_receive",
-        "_send",
-        "_sending",
         "_services",
-        "_writer",
         "access",
         "client_id",
         "cursor",
@@ -84,8 +83,7 @@ class Connection:
         services: Services,
         send_now: Callable[[bytes], bool] | None = None,
     ) -> None:
-        self._receive = receive
-        self._send = send
+        super().__init__(receive, send)
         # The server's synchronous write (collab.ws_protocol), if it offers one: a frame for an
         # idle connection goes straight to the socket, with no writer task and no re-encoding.
         self._direct = send_now
@@ -101,12 +99,10 @@ class Connection:
         self._op_bucket: TokenBucket | None = None
         self._presence_bucket: TokenBucket | None = None
         self._presence_warned_at = 0.0
-        self._close: tuple[int, str] | None = None
-        self._done = False
-        self._writer: asyncio.Task[None] | None = None
-        self._sending = False
-        # The task running the read loop while it runs, so that the writer can interrupt it.
-        self._reader: asyncio.Task[object] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.client_id
 
     # -- Peer -------------------------------------------------------------------------------
 
@@ -135,77 +131,20 @@ class Connection:
             self._presence[client_id] = frame
             self._start_writer()
 
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        if self._close is not None:
-            return
-        self._close = (code, reason)
-        if not flush:
-            self._frames = self._presence = None
-            if self._sending:
-                # A stalled send would hold the close back; the cancelled writer still sends it.
-                # A writer that has not started yet finds the queue empty and sends it anyway.
-                assert self._writer is not None
-                self._writer.cancel()
-                return
-        self._start_writer()
+    # -- the outbox ---------------------------------------------------------------------------
 
-    # -- the writer -------------------------------------------------------------------------
+    def _next_message(self) -> Message | None:
+        if self._frames:
+            frame = self._frames.popleft()
+        elif self._presence:
+            _, frame = self._presence.popitem()
+        else:
+            return None
+        return {"type": "websocket.send", "text": frame.decode()}
 
-    def _start_writer(self) -> None:
-        if self._writer is None and not self._done:
-            self._writer = asyncio.create_task(self._write_loop(), name=f"writer:{self.client_id}")
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                if self._frames:
-                    frame = self._frames.popleft()
-                elif self._presence:
-                    _, frame = self._presence.popitem()
-                else:
-                    break
-                self._sending = True
-                try:
-                    await self._send({"type": "websocket.send", "text": frame.decode()})
-                finally:
-                    self._sending = False
-        except asyncio.CancelledError:
-            if self._close is None:
-                raise
-            # close(flush=False) cut the queue short; the close frame still goes out below.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        except Exception:
-            # The transport is gone: nothing more can be sent, the connection is over.
-            log.debug("send to %s failed", self.client_id, exc_info=True)
-            if self._close is None:
-                self._close = (1000, "")
-            self._finish()
-            return
-        if self._close is None:
-            # Drained: the task ends and the next frame starts a new one; between two bursts
-            # an idle connection holds no task at all.
-            self._frames = self._presence = None
-            self._writer = None
-            return
-        await self._send_close(*self._close)
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
+    def _drop_queued(self) -> None:
+        # Dropped rather than emptied: between two bursts an idle connection holds no queue.
         self._frames = self._presence = None
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-
-    async def _send_close(self, code: int, reason: str) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:
-            # The peer is gone or stalled; the server drops the transport when we return.
-            log.debug("close %s for %s did not complete", code, self.client_id)
 
     # -- the reader -------------------------------------------------------------------------
 
@@ -220,26 +159,13 @@ class Connection:
             else:
                 await self._read_loop(actor)
         finally:
-            self._reader = None
             actor.leave(self)
-            if self._close is None:
-                self._close = (1000, "")
-                self._start_writer()
-            # Let the writer flush and send the close frame; a stalled one is cut short.
-            writer = self._writer
-            if writer is not None:
-                try:
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await asyncio.gather(writer, return_exceptions=True)
-                except TimeoutError:
-                    writer.cancel()
+            await self._wind_down()
 
     async def _read_loop(self, actor: DocumentActor) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._done:
+        task = self._start_reading()
+        if task is None:
             return
-        self._reader = task
         max_bytes = self._services.settings.max_message_bytes
         receive = self._receive
         try:
@@ -268,10 +194,9 @@ class Connection:
                 except ProtocolError as error:
                     self.send(protocol.error_frame(error.code, error.message, error.seq))
         except asyncio.CancelledError:
-            if not self._done:
-                raise
             # The writer finished the close while we waited for the client: stop reading.
-            task.uncancel()
+            if not self._interrupted(task):
+                raise
         except DocumentGone:
             pass  # the actor stopped; it closes its peers itself
         except Exception:
@@ -327,48 +252,6 @@ class Connection:
 # -- the handshake ----------------------------------------------------------------------------
 
 
-async def deny(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
-    """Refuses the handshake with an HTTP status, before any work is done for it."""
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        await JSONResponse({"detail": detail}, status)(scope, receive, send)
-    else:
-        await send({"type": "websocket.close", "code": CloseCode.POLICY, "reason": detail})
-
-
-def origin_allowed(scope: Scope, headers: Headers, services: Services) -> bool:
-    origin = headers.get("origin")
-    if origin is None:
-        return True  # not a browser: tokens, not origins, protect those clients
-    allowed = services.settings.origin_allowlist()
-    if allowed is None:
-        return True
-    origin = origin.rstrip("/")
-    host = headers.get("host", "")
-    scheme = "https" if scope.get("scheme") == "wss" else "http"
-    return origin == f"{scheme}://{host}" or origin in allowed
-
-
-async def _principal(
-    headers: Headers, params: QueryParams, doc_id: str, services: Services
-) -> Principal:
-    ticket = params.get("ticket")
-    if ticket is not None:
-        principal = await services.tickets.redeem(ticket, doc_id)
-        if principal is None:
-            raise AuthError("unknown, used or expired ticket")
-        if principal.expires_at <= time.time():
-            # A ticket lives 30 s, but never longer than the token it was issued for.
-            raise AuthError("the token this ticket was issued for has expired")
-        return principal
-    token = params.get("token")
-    if token is None:
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials:
-            raise AuthError("missing credentials: Authorization header, ?ticket= or ?token=")
-        token = credentials.strip()
-    return authenticate(token, services.settings)
-
-
 def _since(value: str | None) -> int | None:
     if value is None:
         return None
@@ -394,7 +277,7 @@ async def serve_socket(
         return
     params = QueryParams(scope["query_string"])
     try:
-        principal = await _principal(headers, params, doc_id, services)
+        principal = await socket_principal(headers, params, doc_id, services)
     except AuthError as error:
         await deny(scope, receive, send, 403, str(error))
         return
@@ -409,23 +292,16 @@ async def serve_socket(
         return
     del headers, params
     limits = services.limits
-    address = (scope.get("client") or ("unknown",))[0]
-    if not limits.user_connections.acquire(principal.sub):
-        await deny(scope, receive, send, TOO_MANY, "too many connections for this user")
-        return
-    if not limits.address_connections.acquire(address):
-        limits.user_connections.release(principal.sub)
-        await deny(scope, receive, send, TOO_MANY, "too many connections from this address")
+    address = client_address(scope)
+    refusal = take_connection(limits, principal.sub, address)
+    if refusal is not None:
+        await deny(scope, receive, send, TOO_MANY, refusal)
         return
     # Released in the finally below, however the connection ends; one function rather than a
     # helper, so an idle connection holds one coroutine frame here, not two.
     try:
         # A reader cannot create the document: refuse a missing one without starting an actor.
-        if (
-            access != "write"
-            and services.registry.loaded(doc_id) is None
-            and await services.store.get_document(doc_id) is None
-        ):
+        if await reader_misses_document(services, doc_id, access):
             await deny(scope, receive, send, 404, f"no document {doc_id!r}")
             return
 
@@ -443,12 +319,7 @@ async def serve_socket(
             await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
             send_now = scope.get("extensions", {}).get(SEND_TEXT_NOW)
             connection = Connection(receive, send, principal, access, services, send_now)
-            expiry = asyncio.get_running_loop().call_later(
-                max(0.0, principal.expires_at - time.time()),
-                connection.close,
-                CloseCode.POLICY,
-                "token expired",
-            )
+            expiry = connection.close_when_expired(principal.expires_at, CloseCode.POLICY)
             # Counted here, where the socket's life begins and ends, so that every way it can end
             # (the client leaves, a delete or unload closes it, the transport fails) uncounts it.
             services.metrics.connections += 1
@@ -460,30 +331,4 @@ async def serve_socket(
         finally:
             await lease.__aexit__(None, None, None)
     finally:
-        limits.user_connections.release(principal.sub)
-        limits.address_connections.release(address)
-
-
-async def lease_or_create(
-    services: Services, doc_id: str, access: Access
-) -> tuple[AbstractAsyncContextManager[DocumentActor], DocumentActor] | None:
-    """The document's entered lease and its actor, creating the document (empty) first when
-    it does not exist and the token may write it; None when it does not exist and may not be
-    created. The caller leaves the lease (``__aexit__``) when its socket ends."""
-    lease = services.registry.lease(doc_id)
-    try:
-        return lease, await lease.__aenter__()
-    except DocumentNotFound:
-        if access != "write":
-            return None
-    await services.store.create_document(doc_id, "", "", utcnow())
-    # A concurrent first joiner may have started an actor whose load ran before the row
-    # existed; it fails with DocumentNotFound, and a fresh lease then sees the row.
-    for attempt in range(3):
-        lease = services.registry.lease(doc_id)
-        try:
-            return lease, await lease.__aenter__()
-        except DocumentNotFound:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+        release_connection(limits, principal.sub, address)

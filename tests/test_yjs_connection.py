@@ -179,15 +179,38 @@ async def test_a_reader_gets_permission_denied_once_and_nothing_is_applied(
 
 
 async def test_a_full_send_queue_closes_with_4408(running: Any) -> None:
-    _, connection, _ = running()
-    connection._send = _never_returns  # a client that stopped reading
+    socket, connection, _ = running()
+    stalled = asyncio.Event()
+    real_send = socket.send
+
+    async def stops_reading(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":  # a client that stopped reading
+            stalled.set()
+            await asyncio.Event().wait()
+        await real_send(message)
+
+    connection._send = stops_reading
+    connection.send(b"first")
+    async with asyncio.timeout(5):
+        await stalled.wait()
+    for index in range(LIMITS.send_queue_limit + 1):
+        connection.send(bytes([index]))
+    assert connection.closing
+    # The stalled send is cut short and the close still goes out.
+    assert await socket.close_code() == CloseCode.TOO_SLOW
+
+
+async def test_a_queue_that_overflows_before_the_writer_ran_still_closes_with_4408(
+    running: Any,
+) -> None:
+    socket, connection, _ = running()
+    # All in one step: the writer task is created but has not run yet when the queue overflows.
     for index in range(LIMITS.send_queue_limit + 2):
         connection.send(bytes([index]))
     assert connection.closing
-
-
-async def _never_returns(message: dict[str, Any]) -> None:
-    await asyncio.Event().wait()
+    # The queued frames are dropped: the close is the first thing sent.
+    sent = await socket.next_sent()
+    assert (sent["type"], sent["code"]) == ("websocket.close", CloseCode.TOO_SLOW)
 
 
 async def test_awareness_waiting_for_a_receiver_is_coalesced(running: Any) -> None:

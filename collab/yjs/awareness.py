@@ -194,6 +194,9 @@ class AwarenessOutbox:
     def put(self, client_id: int, entry: bytes) -> None:
         self._entries[client_id] = entry
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def take(self) -> bytes | None:
         """One awareness message with everything waiting, or None; the outbox is then empty."""
         if not self._entries:

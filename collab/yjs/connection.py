@@ -6,6 +6,8 @@ the 44xx code docs/yjs.md gives (the provider stops retrying on those). The conn
 bounded queue of frames and, separately, the newest awareness entry per Yjs client waiting for
 it (coalesced, as OT presence is). A keepalive keeps the provider's 30-second "no message"
 watchdog quiet: an empty awareness update when nothing was sent for ``keepalive`` seconds.
+The writer task and the order of the close are :class:`collab.outbox.OutboxSocket`'s, as on the
+OT socket.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from starlette.types import Receive, Send
+from starlette.types import Message, Receive, Send
 
 from collab.errors import CloseCode, CollabError
+from collab.outbox import OutboxSocket
 from collab.ratelimit import TokenBucket
 from collab.yjs import messages
 from collab.yjs.awareness import AwarenessOutbox
@@ -37,7 +40,6 @@ from collab.yjs.messages import (
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT = 5.0
 EMPTY_STATE_VECTOR = b"\x00"
 # An awareness update with no entries: a message for the provider's watchdog, a no-op otherwise.
 KEEPALIVE = messages.awareness(())
@@ -72,10 +74,13 @@ class YjsEndpoint(Protocol):
     def yjs_leave(self, peer: YjsConnection) -> None: ...
 
 
-class YjsConnection:
+class YjsConnection(OutboxSocket):
     """An accepted Yjs socket; the actor's Yjs peer. ``src`` and :meth:`next_seq` name the
     OT ops its text changes become (a fresh ``src`` per connection, so a reconnect can never
-    collide with an earlier ``(src, seq)``)."""
+    collide with an earlier ``(src, seq)``). The writer and the order of the close are
+    :class:`~collab.outbox.OutboxSocket`'s."""
+
+    WRITER_PREFIX = "yjs-writer"
 
     def __init__(
         self,
@@ -87,8 +92,7 @@ class YjsConnection:
         writable: bool,
         limits: YjsLimits,
     ) -> None:
-        self._receive = receive
-        self._send = send
+        super().__init__(receive, send)
         self.user_id = user_id
         self.name = name
         self.writable = writable
@@ -97,21 +101,17 @@ class YjsConnection:
         self._seq = 0
         self._frames: deque[bytes] = deque()
         self._awareness = AwarenessOutbox()
-        self._writer: asyncio.Task[None] | None = None
-        self._close: tuple[int, str] | None = None
-        self._done = False
-        self._reader: asyncio.Task[object] | None = None
         self._denied = False
         self._last_sent = time.monotonic()
         self._keepalive: asyncio.TimerHandle | None = None
 
+    @property
+    def label(self) -> str:
+        return self.src
+
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
-
-    @property
-    def closing(self) -> bool:
-        return self._close is not None
 
     # -- what the actor calls ----------------------------------------------------------------
 
@@ -129,65 +129,23 @@ class YjsConnection:
             self._awareness.put(client_id, entry)
             self._start_writer()
 
-    def close(self, code: int, reason: str, *, flush: bool = True) -> None:
-        if self._close is not None:
-            return
-        self._close = (code, reason)
-        if not flush:
-            self._frames.clear()
-            self._awareness = AwarenessOutbox()
-            if self._writer is not None:
-                self._writer.cancel()
-                return
-        self._start_writer()
+    # -- the outbox --------------------------------------------------------------------------
 
-    # -- the writer --------------------------------------------------------------------------
+    def _next_message(self) -> Message | None:
+        # The keepalive's clock: the writer asks as each send completes (and as a burst starts).
+        self._last_sent = time.monotonic()
+        if self._frames:
+            frame = self._frames.popleft()
+        else:
+            taken = self._awareness.take()
+            if taken is None:
+                return None
+            frame = taken
+        return {"type": "websocket.send", "bytes": frame}
 
-    def _start_writer(self) -> None:
-        if self._writer is None and not self._done:
-            self._writer = asyncio.create_task(self._write_loop(), name=f"yjs-writer:{self.src}")
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                if self._frames:
-                    frame = self._frames.popleft()
-                else:
-                    taken = self._awareness.take()
-                    if taken is None:
-                        break
-                    frame = taken
-                await self._send({"type": "websocket.send", "bytes": frame})
-                self._last_sent = time.monotonic()
-        except asyncio.CancelledError:
-            if self._close is None:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-        except Exception:
-            log.debug("send to %s failed", self.src, exc_info=True)
-            if self._close is None:
-                self._close = (1000, "")
-            self._finish()
-            return
-        if self._close is None:
-            self._writer = None
-            return
-        code, reason = self._close
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
-        except Exception:
-            log.debug("close %s for %s did not complete", code, self.src)
-        self._finish()
-
-    def _finish(self) -> None:
-        self._done = True
+    def _drop_queued(self) -> None:
         self._frames.clear()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
+        self._awareness.clear()
 
     def _schedule_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -211,27 +169,15 @@ class YjsConnection:
         try:
             await self._read_loop(endpoint)
         finally:
-            self._reader = None
             if self._keepalive is not None:
                 self._keepalive.cancel()
             endpoint.yjs_leave(self)
-            if self._close is None:
-                self._close = (1000, "")
-                self._start_writer()
-            writer = self._writer
-            if writer is not None:
-                try:
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await asyncio.gather(writer, return_exceptions=True)
-                except TimeoutError:
-                    writer.cancel()
+            await self._wind_down()
 
     async def _read_loop(self, endpoint: YjsEndpoint) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._done:
+        task = self._start_reading()
+        if task is None:
             return
-        self._reader = task
         limits = self._limits
         bucket = TokenBucket(limits.messages_per_second, limits.messages_burst, time.monotonic())
         joined = False
@@ -268,9 +214,8 @@ class YjsConnection:
                         await endpoint.yjs_join(self, EMPTY_STATE_VECTOR)
                     await self._dispatch(item, endpoint)
         except asyncio.CancelledError:
-            if not self._done:
+            if not self._interrupted(task):
                 raise
-            task.uncancel()
         except CollabError:
             # The actor stopped (shutdown, unload, deletion); it closes its peers itself.
             self.close(CloseCode.GOING_AWAY, "document unloaded")

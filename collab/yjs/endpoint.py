@@ -1,23 +1,33 @@
 """``/ws/yjs/{doc_id}``: the handshake of a Yjs socket, then its connection on the document's actor.
 
-Credentials, Origin and document ids are checked as on the OT socket (collab.connection), but a
+Credentials, Origin and document ids are checked as on the OT socket (collab.handshake), but a
 refusal is an accepted socket closed at once with 4401 / 4403 / 4404: y-websocket's provider
 retries a refused upgrade forever and stops only on 4400-4499. Either way no room, actor or
 database work is spent on a refused socket (a reader's missing document costs one lookup, as
-on the OT socket). A token that expires during the session closes it with 4401.
+on the OT socket). A token that expires during the session closes it with 4401. What must pass
+rather than stop the provider is refused with an HTTP status: 503 while the server drains, 429
+when the user or the address has no connection to spare (one budget with the OT socket's).
+An accepted socket counts in ``collab_connections`` until it ends.
 """
 
 from __future__ import annotations
-
-import asyncio
-import time
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import Receive, Scope, Send
 
 from collab.auth import AuthError
-from collab.connection import _principal, deny, lease_or_create, origin_allowed
 from collab.errors import CloseCode
+from collab.handshake import (
+    TOO_MANY,
+    client_address,
+    deny,
+    lease_or_create,
+    origin_allowed,
+    reader_misses_document,
+    release_connection,
+    socket_principal,
+    take_connection,
+)
 from collab.protocol import is_doc_id
 from collab.services import Services
 from collab.yjs.connection import YjsConnection, YjsLimits
@@ -59,7 +69,9 @@ async def serve_yjs_socket(
         await refuse(receive, send, CloseCode.FORBIDDEN, "origin not allowed")
         return
     try:
-        principal = await _principal(headers, QueryParams(scope["query_string"]), doc_id, services)
+        principal = await socket_principal(
+            headers, QueryParams(scope["query_string"]), doc_id, services
+        )
     except AuthError as error:
         await refuse(receive, send, CloseCode.UNAUTHENTICATED, str(error))
         return
@@ -68,41 +80,45 @@ async def serve_yjs_socket(
     if access is None:
         await refuse(receive, send, CloseCode.FORBIDDEN, f"this token may not open {doc_id!r}")
         return
-    if (
-        access != "write"
-        and services.registry.loaded(doc_id) is None
-        and await services.store.get_document(doc_id) is None
-    ):
-        await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
+    address = client_address(scope)
+    refusal = take_connection(services.limits, principal.sub, address)
+    if refusal is not None:
+        # One budget with the OT socket's. Not a 44xx: the provider should come back once one
+        # of the user's (or the address's) sockets has closed.
+        await deny(scope, receive, send, TOO_MANY, refusal)
         return
-
-    leased = await lease_or_create(services, doc_id, access)
-    if leased is None:
-        await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
-        return
-    lease, actor = leased
     try:
-        message = await receive()
-        if message["type"] != "websocket.connect":
+        if await reader_misses_document(services, doc_id, access):
+            await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
             return
-        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        connection = YjsConnection(
-            receive,
-            send,
-            user_id=principal.sub,
-            name=principal.name,
-            writable=access == "write",
-            limits=limits(services),
-        )
-        expiry = asyncio.get_running_loop().call_later(
-            max(0.0, principal.expires_at - time.time()),
-            connection.close,
-            CloseCode.UNAUTHENTICATED,
-            "token expired",
-        )
+        leased = await lease_or_create(services, doc_id, access)
+        if leased is None:
+            await refuse(receive, send, CloseCode.DELETED, f"no document {doc_id!r}")
+            return
+        lease, actor = leased
         try:
-            await connection.run(actor)
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+            connection = YjsConnection(
+                receive,
+                send,
+                user_id=principal.sub,
+                name=principal.name,
+                writable=access == "write",
+                limits=limits(services),
+            )
+            expiry = connection.close_when_expired(principal.expires_at, CloseCode.UNAUTHENTICATED)
+            # Counted where the socket's life begins and ends, as on the OT socket: every way
+            # it ends (the client leaves, a 44xx close, a delete, a failed transport) uncounts it.
+            services.metrics.connections += 1
+            try:
+                await connection.run(actor)
+            finally:
+                services.metrics.connections -= 1
+                expiry.cancel()
         finally:
-            expiry.cancel()
+            await lease.__aexit__(None, None, None)
     finally:
-        await lease.__aexit__(None, None, None)
+        release_connection(services.limits, principal.sub, address)
