@@ -965,6 +965,13 @@ class Bench:
             )
             times = ps.cpu_times()
             peak = sampler.stop()
+            if done.returncode != 0:
+                # The competitor failing is a result, not the end of the whole run.
+                lines = [line for line in done.stderr.splitlines() if line.strip()]
+                reason = next((line for line in lines if "Error" in line), "exit "
+                              f"{done.returncode}").strip()
+                log(f"  pycrdt-websocket's run failed: {reason}")
+                return {"failed": reason, "clients": self.sizes.yjs_clients}
             return self._yjs_result(done, times.user + times.system - before, peak)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -1779,6 +1786,10 @@ def markdown(results: dict[str, Any]) -> str:
     for key, label in (("yjs", "Yjs"), ("yjs_pycrdt_websocket", "Yjs, pycrdt-websocket")):
         y = results.get(key)
         if not y:
+            continue
+        if "failed" in y:
+            other.append(f"| {label} | {y['clients']} providers on one document "
+                         f"| did not finish: {y['failed']} | - |")
             continue
         other.append(f"| {label} | {y['clients']} providers on one document, "
                      f"{y['updates_per_second']:,.0f} updates/s "
