@@ -540,13 +540,12 @@ async def test_postgres_committer_reconnects_after_the_server_closed_its_connect
         await store.create_document("d", "", "", T0)
         assert await store.commit("d", 0, [op_at(1, ["a"])])
         assert [o.rev for o in await store.load_ops("d", after=0)] == [1]
-        held = [await c.get_raw_connection() for c in (committer._connection, committer._reads)
-                if c is not None]
+        held = [h.driver for h in (committer._connection, committer._reads) if h is not None]
         assert len(held) == 2
         closed = [asyncio.Event() for _ in held]
-        for raw, event in zip(held, closed, strict=True):
-            raw.driver_connection.add_termination_listener(lambda _, e=event: e.set())
-        pids = [raw.driver_connection.get_server_pid() for raw in held]
+        for driver, event in zip(held, closed, strict=True):
+            driver.add_termination_listener(lambda _, e=event: e.set())
+        pids = [driver.get_server_pid() for driver in held]
         admin = create_engine(postgres_database)
         async with admin.connect() as conn:
             for pid in pids:
