@@ -87,6 +87,9 @@ UNTHROTTLED = {
 }
 # COLLAB_BENCH_PROFILE_GIL=1: py-spy samples only the thread holding the GIL (CPU, not waits).
 PROFILE_GIL = os.environ.get("COLLAB_BENCH_PROFILE_GIL") == "1"
+# COLLAB_BENCH_PROFILE_NATIVE=1: py-spy also samples C and Cython frames; it must pause the server
+# for each sample then, which slows it: compare shares, not rates.
+PROFILE_NATIVE = os.environ.get("COLLAB_BENCH_PROFILE_NATIVE") == "1"
 PROFILE_FORMATS = {".json": ["--format", "speedscope"], ".txt": ["--format", "raw"]}
 # The crowd document starts with this text, so its light typists can replace inside it (see
 # driver.LightClient); its length is the full clients' TARGET_LENGTH, so they replace too.
@@ -374,6 +377,21 @@ class LoadResult:
         return data
 
 
+def colocated(clients: list[tuple[str, str]], docs: int) -> list[tuple[str, str]]:
+    """``clients`` reordered so that ``run_load`` puts both authors of the first half of the
+    documents on one server and those of the second half on the other (driver i talks to
+    server i mod 2): what two processes cost when no op has a peer on the other one."""
+    if docs % 2:
+        raise SystemExit("--colocate needs an even number of documents")
+
+    def number(client: tuple[str, str]) -> int:
+        return int(client[0].rsplit("-", 1)[1])
+
+    first = [client for client in clients if number(client) < docs // 2]
+    second = [client for client in clients if number(client) >= docs // 2]
+    return [client for pair in zip(first, second, strict=True) for client in pair]
+
+
 def postgres_cpu() -> float:
     """User+system seconds of every PostgreSQL process on this machine (the server under test
     runs on the machine's own PostgreSQL; anything else using it is counted too)."""
@@ -454,7 +472,8 @@ def run_load(
                 [str(BIN / "py-spy"), "record", "--pid", str(server.process.pid), "--output",
                  str(profile), "--duration", str(max(1, int(sizes.duration))), "--rate", "200",
                  # Pausing the server 200 times a second to sample it slowed it several-fold.
-                 "--nonblocking", *(["--gil"] if PROFILE_GIL else []),
+                 *(["--native"] if PROFILE_NATIVE else ["--nonblocking"]),
+                 *(["--gil"] if PROFILE_GIL else []),
                  *PROFILE_FORMATS.get(profile.suffix, [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -714,7 +733,7 @@ class Bench:
     def many(self) -> None:
         """Many rooms: two authors per document typing at the open-loop rate; with --vs-sharedb
         the same load on ShareDB, and the durable pair on PostgreSQL, side by side."""
-        docs = self.sizes.many_docs
+        docs = self.args.documents or self.sizes.many_docs
         names = [f"doc-{d}" for d in range(docs)]
         clients = [(doc, f"m{d}-{i}") for d, doc in enumerate(names) for i in range(2)]
         kinds = ["collab"]
@@ -746,7 +765,7 @@ class Bench:
         except OSError as error:
             log(f"cluster: skipped, PostgreSQL unreachable at {BENCH_POSTGRES_URL}: {error}")
             return
-        docs = self.sizes.many_docs
+        docs = self.args.documents or self.sizes.many_docs
         results: dict[str, Any] = {}
         try:
             env = {"COLLAB_DATABASE_URL": database, "COLLAB_JWT_SECRET": SECRET,
@@ -758,6 +777,8 @@ class Bench:
                 # second run's ops would be taken for resends of the first's.
                 clients = [(f"p{count}-doc-{d}", f"p{count}-m{d}-{i}")
                            for d in range(docs) for i in range(2)]
+                if count > 1 and self.args.colocate:
+                    clients = colocated(clients, docs)
                 node_env = dict(env)
                 if count > 1:
                     node_env["COLLAB_REDIS_URL"] = BENCH_REDIS_URL
@@ -1825,6 +1846,12 @@ def main() -> None:
     parser.add_argument("--crowd-full-clients", type=int, default=CROWD_FULL_CLIENTS,
                         metavar="N", help="full (OT, text-keeping) clients per driver process in "
                         "the crowd; the others are light typists (a large N: all full)")
+    parser.add_argument("--documents", type=int, metavar="N",
+                        help="documents in the many-documents and cluster scenarios (default: "
+                             "100 quick, 500 full)")
+    parser.add_argument("--colocate", action="store_true",
+                        help="cluster: both authors of a document on the same process (half "
+                             "the documents on each), so no op crosses Redis to a peer")
     parser.add_argument("--per-document", type=int, default=10, metavar="N",
                         help="idle connections per document in the connections scenario")
     parser.add_argument("--pair", choices=("all", "memory", "postgres"), default="all",
