@@ -77,17 +77,20 @@ Waiting: TypeAlias = list[tuple[CommitRequest, asyncio.Future[bool]]]  # callers
 
 
 def winners_rows(
-    group: Sequence[CommitRequest], won: Sequence[bool], *, op_rows: bool = True
+    group: Sequence[CommitRequest], won: Sequence[bool]
 ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
-    """The op rows (unless not wanted), and the extra rows by table, of the batches of
-    ``group`` that advanced."""
+    """The op rows, and the extra rows by table, of the batches of ``group`` that advanced."""
     winners = [request for request, ok in zip(group, won, strict=True) if ok]
-    ops = [row for request in winners for row in request.op_rows()] if op_rows else []
+    return [row for request in winners for row in request.op_rows()], extra_rows(winners)
+
+
+def extra_rows(winners: Sequence[CommitRequest]) -> dict[str, list[Any]]:
+    """The extra rows (a Yjs update's bytes, say) of ``winners``, by table."""
     extra: dict[str, list[Any]] = {}
     for request in winners:
         for table, rows in request.extra_rows.items():
             extra.setdefault(table, []).extend(rows)
-    return ops, extra
+    return extra
 
 
 def settle(group: Waiting, won: Sequence[bool] | None, error: BaseException | None) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
 from collab.storage.base import CommitRequest, encode_op
-from collab.storage.sql import ADVANCE, INSERT_OPS, Waiting, insert_into, settle, winners_rows
+from collab.storage.sql import ADVANCE, INSERT_OPS, Waiting, extra_rows, insert_into, settle
 
 # A snapshot rides in the next group's transaction: written unless one exists at that revision
 # (OR IGNORE) or the document is gone (the EXISTS check: a foreign key failure would roll the
@@ -298,14 +298,16 @@ class SqliteWriter:
                     for request in group:
                         cursor.execute(advance.sql, advance.parameters(request.advance_params()))
                         won.append(cursor.rowcount == 1)
-                rows, extra = winners_rows(group, won, op_rows=grouped is None)
-                if grouped is not None and any(won):
-                    winners = (request for request, ok in zip(group, won, strict=True) if ok)
-                    cursor.execute(grouped.insert_ops_sql, (grouped.ops(winners),))
-                elif rows:
-                    cursor.executemany(insert_ops.sql, map(insert_ops.parameters, rows))
+                winners = [request for request, ok in zip(group, won, strict=True) if ok]
+                if grouped is not None:
+                    if winners:
+                        cursor.execute(grouped.insert_ops_sql, (grouped.ops(winners),))
+                else:
+                    rows = [row for request in winners for row in request.op_rows()]
+                    if rows:
+                        cursor.executemany(insert_ops.sql, map(insert_ops.parameters, rows))
                 # Extra rows (a Yjs update's bytes) cannot travel in JSON: row by row.
-                for table, table_rows in extra.items():
+                for table, table_rows in extra_rows(winners).items():
                     statement = self._inserts[table]
                     cursor.executemany(statement.sql, map(statement.parameters, table_rows))
                 self._write_snapshots(cursor, snapshots)
