@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -118,6 +119,14 @@ class PrivateRedis:
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(directory), *args,
         ]  # fmt: skip
+
+    def tls(self, cert: Path, key: Path) -> PrivateRedis:
+        """Serves TLS only, on ``port``."""
+        self._command += [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+            "--tls-key-file", str(key), "--tls-auth-clients", "no",
+        ]  # fmt: skip
+        return self
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
@@ -408,3 +417,44 @@ async def test_start_serves_when_redis_is_down(
     await server.start()
     await wait_for(lambda: a.pubsub.healthy)
     assert a.reconnects == 1
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own, and a certificate it signed for localhost: (CA, cert, key)."""
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, request = directory / "server.crt", directory / "server.key", directory / "req"
+    extensions = directory / "ext"
+    extensions.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid,issuer\n"
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=t-ca"],
+        ["req", *ec, "-keyout", key, "-out", request, "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", extensions],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+@pytest.mark.redis
+async def test_rediss_speaks_tls_and_verifies_the_certificate(
+    private_redis: Callable[..., PrivateRedis], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make certificates")
+    ca, cert, key = _certificates(tmp_path)
+    server = private_redis().tls(cert, key)
+    await server.start()
+    address = parse_redis_url(f"rediss://localhost:{server.port}/0")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await RespConnection.open(address)  # the system's CAs do not know ours
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # read by ssl.create_default_context()
+    connection = await RespConnection.open(address)
+    try:
+        assert await connection.execute(encode_publishes([(b"c", b"x")]), 1) == [0]
+    finally:
+        await connection.close()

@@ -195,7 +195,6 @@ class RedisPubSub:
                 # Redis answers in order: the PING's reply means every subscription is in place.
                 channels = (self._nodes, *self._channels)
                 connection.send(encode_command(b"SUBSCRIBE", *channels) + _PING)
-                delay = 0.1
                 await self._watch(connection)
             except asyncio.CancelledError:
                 raise
@@ -204,6 +203,9 @@ class RedisPubSub:
                 self._subscriber = None
                 if connection is not None:
                     connection.abort()
+                if self._confirmed:  # it worked until now: the backoff starts again
+                    delay = 0.1
+                self._confirmed = False
                 await asyncio.sleep(delay)  # reconnect backoff
                 delay = min(delay * 2, 2.0)
 
@@ -286,8 +288,8 @@ class RedisPubSub:
             async with asyncio.timeout(PUBLISH_SECONDS):
                 await connection.execute(encode_publishes(messages), len(messages))
         except BaseException:
-            # Replies still due would be read as the next batch's: start on a new connection.
-            self._publisher = None
+            # Replies still due would be read as the next batch's: the next batch opens a new
+            # connection (``close`` still waits for this one to be released).
             connection.abort()
             raise
 

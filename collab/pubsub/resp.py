@@ -158,7 +158,7 @@ class RespConnection(asyncio.Protocol):
         reader.feed(data)
         try:
             reply = reader.gets()
-            while reply is not False:
+            while reply is not False and self._error is None:
                 self._reply(reply)
                 reply = reader.gets()
         except hiredis.ProtocolError as error:
