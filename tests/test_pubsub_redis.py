@@ -458,3 +458,34 @@ async def test_rediss_speaks_tls_and_verifies_the_certificate(
         assert await connection.execute(encode_publishes([(b"c", b"x")]), 1) == [0]
     finally:
         await connection.close()
+
+
+@pytest.mark.redis
+async def test_a_refused_publish_is_retried_in_order_and_resynchronises(
+    private_redis: Callable[..., PrivateRedis],
+    prefix: str,
+    nodes: Callable[[str, str], Awaitable[Node]],
+) -> None:
+    server = private_redis()
+    await server.start()
+    admin = Redis.from_url(f"redis://127.0.0.1:{server.port}")
+    try:
+        # A user who may subscribe but not publish: Redis answers its PUBLISH with NOPERM.
+        await admin.execute_command("ACL", "SETUSER", "pub", "on", ">pw", "~*", "&*", "+@all",
+                                    "-publish")  # fmt: skip
+        a = await nodes(f"redis://pub:pw@127.0.0.1:{server.port}/0", prefix)
+        b = await nodes(f"redis://127.0.0.1:{server.port}/0", prefix)
+        await b.pubsub.subscribe("doc")
+        assert a.reconnects == 1
+        sent = [PeerLeft(f"c{i}", "u", "n") for i in range(3)]
+        for message in sent:
+            a.pubsub.publish("doc", message)
+        # Something may have been lost: a resubscribes and its documents resynchronise.
+        await wait_for(lambda: a.reconnects >= 2)
+        assert b.heard == []
+        await admin.execute_command("ACL", "SETUSER", "pub", "+publish")
+        await wait_for(lambda: len(b.heard) == len(sent))
+        assert b.messages("doc") == sent
+        await wait_for(lambda: a.pubsub.healthy)
+    finally:
+        await admin.aclose()
