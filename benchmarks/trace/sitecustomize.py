@@ -142,9 +142,9 @@ def count_calls() -> dict[str, int]:
         counts[key] = counts.get(key, 0) + 1
         publish(self, doc_id, message)
 
-    def counted_dispatch(self: RedisPubSub, raw: dict[str, Any]) -> None:
-        counts["redis.received"] = counts.get("redis.received", 0) + 1
-        dispatch(self, raw)
+    def counted_dispatch(self: RedisPubSub, channel: bytes, data: bytes) -> None:
+        counts["redis.received"] = counts.get("redis.received", 0) + 1  # our own echoes too
+        dispatch(self, channel, data)
 
     RedisPubSub.publish = counted_publish  # type: ignore[method-assign]
     RedisPubSub._dispatch = counted_dispatch  # type: ignore[method-assign]

@@ -5,6 +5,7 @@
 ``messages``    the typed messages processes exchange, and their JSON form
 ``local``       ``LocalPubSub``: in-process (one node per process; several in tests)
 ``redis``       ``RedisPubSub``, imported only when ``COLLAB_REDIS_URL`` is set
+``resp``        its lean Redis connections: RESP out, ``hiredis`` replies in (no redis-py)
 ==============  ===============================================================================
 """
 

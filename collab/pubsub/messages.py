@@ -82,13 +82,15 @@ def _unwire_op(item: dict[str, Any]) -> StoredOp:
 
 
 def to_wire(message: Message, node: str) -> dict[str, Any]:
+    """The message as a dict whose first key is ``node``: its JSON starts ``{"node":"<id>",``,
+    which is how a process tells its own messages (Redis echoes them) without parsing them."""
     match message:
         case Committed(ops):
-            return {"kind": "ops", "node": node, "ops": [_wire_op(s) for s in ops]}
+            return {"node": node, "kind": "ops", "ops": [_wire_op(s) for s in ops]}
         case PeerSeen(kind, client, user, name, cursor, rev):
             return {
-                "kind": kind,
                 "node": node,
+                "kind": kind,
                 "client": client,
                 "user": user,
                 "name": name,
@@ -96,12 +98,12 @@ def to_wire(message: Message, node: str) -> dict[str, Any]:
                 "rev": rev,
             }
         case PeerLeft(client, user, name):
-            return {"kind": "leave", "node": node, "client": client, "user": user, "name": name}
+            return {"node": node, "kind": "leave", "client": client, "user": user, "name": name}
         case Who():
-            return {"kind": "who", "node": node}
+            return {"node": node, "kind": "who"}
         case YjsUpdates(updates):
             encoded = [base64.b64encode(u).decode() for u in updates]
-            return {"kind": "yjs", "node": node, "updates": encoded}
+            return {"node": node, "kind": "yjs", "updates": encoded}
 
 
 def from_wire(raw: dict[str, Any]) -> Message | None:
