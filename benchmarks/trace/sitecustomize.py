@@ -142,9 +142,11 @@ def count_calls() -> dict[str, int]:
         counts[key] = counts.get(key, 0) + 1
         publish(self, doc_id, message)
 
-    def counted_dispatch(self: RedisPubSub, channel: bytes, data: bytes) -> None:
+    # Any arguments: the server under test may be an older checkout (--server-env PYTHONPATH=),
+    # whose _dispatch took redis-py's message dict.
+    def counted_dispatch(self: RedisPubSub, *args: Any) -> None:
         counts["redis.received"] = counts.get("redis.received", 0) + 1  # our own echoes too
-        dispatch(self, channel, data)
+        dispatch(self, *args)
 
     RedisPubSub.publish = counted_publish  # type: ignore[method-assign]
     RedisPubSub._dispatch = counted_dispatch  # type: ignore[method-assign]
