@@ -24,9 +24,11 @@ from collab.storage.sql import (
     EngineCommitter,
     Waiting,
     documents_table,
+    extra_rows,
     insert_into,
+    op_rows,
     settle,
-    winners_rows,
+    winners_of,
 )
 from collab.types import StoredOp
 
@@ -174,10 +176,11 @@ class GroupCommitter:
                 )
                 moved = {row[0] for row in await conn.execute(_advance_all(group))}
                 won = [request.doc_id in moved for request in group]
-                rows, extra = winners_rows(group, won)
+                winners = winners_of(group, won)
+                rows = op_rows(winners)
                 if rows:
                     await conn.execute(INSERT_OPS, rows)
-                for table, table_rows in extra.items():
+                for table, table_rows in extra_rows(winners).items():
                     await conn.execute(insert_into(table), table_rows)
             return won
         except IntegrityError:

@@ -76,12 +76,14 @@ def rowcount(result: Any) -> int:
 Waiting: TypeAlias = list[tuple[CommitRequest, asyncio.Future[bool]]]  # callers and answers
 
 
-def winners_rows(
-    group: Sequence[CommitRequest], won: Sequence[bool]
-) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
-    """The op rows, and the extra rows by table, of the batches of ``group`` that advanced."""
-    winners = [request for request, ok in zip(group, won, strict=True) if ok]
-    return [row for request in winners for row in request.op_rows()], extra_rows(winners)
+def winners_of(group: Sequence[CommitRequest], won: Sequence[bool]) -> list[CommitRequest]:
+    """The batches of ``group`` that advanced their document."""
+    return [request for request, ok in zip(group, won, strict=True) if ok]
+
+
+def op_rows(winners: Sequence[CommitRequest]) -> list[dict[str, Any]]:
+    """The op rows of ``winners``, in order."""
+    return [row for request in winners for row in request.op_rows()]
 
 
 def extra_rows(winners: Sequence[CommitRequest]) -> dict[str, list[Any]]:

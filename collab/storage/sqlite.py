@@ -28,7 +28,16 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
 from collab.storage.base import CommitRequest, encode_op
-from collab.storage.sql import ADVANCE, INSERT_OPS, Waiting, extra_rows, insert_into, settle
+from collab.storage.sql import (
+    ADVANCE,
+    INSERT_OPS,
+    Waiting,
+    extra_rows,
+    insert_into,
+    op_rows,
+    settle,
+    winners_of,
+)
 
 # A snapshot rides in the next group's transaction: written unless one exists at that revision
 # (OR IGNORE) or the document is gone (the EXISTS check: a foreign key failure would roll the
@@ -298,12 +307,12 @@ class SqliteWriter:
                     for request in group:
                         cursor.execute(advance.sql, advance.parameters(request.advance_params()))
                         won.append(cursor.rowcount == 1)
-                winners = [request for request, ok in zip(group, won, strict=True) if ok]
+                winners = winners_of(group, won)
                 if grouped is not None:
                     if winners:
                         cursor.execute(grouped.insert_ops_sql, (grouped.ops(winners),))
                 else:
-                    rows = [row for request in winners for row in request.op_rows()]
+                    rows = op_rows(winners)
                     if rows:
                         cursor.executemany(insert_ops.sql, map(insert_ops.parameters, rows))
                 # Extra rows (a Yjs update's bytes) cannot travel in JSON: row by row.
